@@ -1,0 +1,227 @@
+"""Calling a model through litellm, and recording each call for the trace.
+
+This is the one place that retries (litellm's and the openai SDK's own retries are switched
+off): transient errors back off exponentially with jitter, honouring Retry-After, bounded by the
+test's `max_retries`; auth errors, bad requests and context-window errors are not retried.
+The key is resolved here at call time and never leaves this module: requests are recorded
+without it and any echo of it in an error message is masked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from glow.models import ModelSpec, TraceEvent
+
+# litellm fetches its price map and tokenizers from the internet at import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+
+_litellm_lock = threading.Lock()
+_litellm: Any = None
+
+
+def litellm() -> Any:
+    """Import litellm once, lazily: it costs seconds, and commands that only talk HTTP skip it."""
+    global _litellm
+    if _litellm is None:
+        with _litellm_lock:
+            if _litellm is None:
+                import litellm as module
+
+                module.suppress_debug_info = True
+                module.drop_params = True
+                module.telemetry = False
+                _litellm = module
+    return _litellm
+
+
+class ModelCallError(Exception):
+    """A model call that failed for good (after retries). Carries the recorded attempts."""
+
+    def __init__(self, error_type: str, message: str, events: list[TraceEvent]) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type = error_type
+        self.message = message
+        self.events = events
+
+
+@dataclass
+class ModelReply:
+    """The final answer of one call, and what it cost."""
+
+    message: dict[str, Any]
+    events: list[TraceEvent]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return self.message.get("content") or ""
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        return self.message.get("tool_calls") or []
+
+
+@dataclass
+class CallOptions:
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    slot: Callable[[], AbstractContextManager[Any]] = field(default=nullcontext)
+
+
+_NOT_RETRIED = (
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "BadRequestError",
+    "NotFoundError",
+    "ContextWindowExceededError",
+    "UnprocessableEntityError",
+    "ContentPolicyViolationError",
+    "UnsupportedParamsError",
+)
+
+
+def resolve_key(spec: ModelSpec) -> str | None:
+    """The key named by the spec: an env var, or a Prefect Secret block (loaded on demand)."""
+    if spec.api_key_env:
+        return os.environ.get(spec.api_key_env)
+    if spec.api_key_secret:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(spec.api_key_secret).get())
+    return None
+
+
+def mask(text: str, secret: str | None) -> str:
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text
+
+
+def is_retryable(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    if name in _NOT_RETRIED:
+        return False
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429):
+        return False
+    return True
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _price(spec: ModelSpec, response: Any, input_tokens: int, output_tokens: int) -> float | None:
+    """Spec prices win; else litellm's bundled map; unknown stays None (never 0)."""
+    if spec.prices is not None:
+        return (
+            input_tokens * spec.prices.input_cost_per_token
+            + output_tokens * spec.prices.output_cost_per_token
+        )
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost")
+    return float(cost) if cost is not None else None
+
+
+def call_model(
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    options: CallOptions | None = None,
+) -> ModelReply:
+    """One logical model call: attempts with backoff until an answer or a final error."""
+    options = options or CallOptions()
+    lib = litellm()
+    key = resolve_key(spec)
+    params = dict(spec.params)
+    request_record: dict[str, Any] = {"model": spec.model, "messages": messages, "params": params}
+    if tools:
+        request_record["tools"] = [t["function"]["name"] for t in tools]
+    events: list[TraceEvent] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.perf_counter()
+        try:
+            with options.slot():
+                response = lib.completion(
+                    model=spec.model,
+                    messages=messages,
+                    tools=tools or None,
+                    api_base=spec.api_base,
+                    api_key=key,
+                    timeout=options.timeout_s,
+                    num_retries=0,
+                    max_retries=0,
+                    **params,
+                )
+            latency = time.perf_counter() - started
+            choices = getattr(response, "choices", None) or []
+            if not choices:
+                raise EmptyResponseError("the provider returned no choices")
+            message = choices[0].message.model_dump(exclude_none=True)
+            message.pop("function_call", None)
+            usage = getattr(response, "usage", None)
+            input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+            cost = _price(spec, response, input_tokens, output_tokens)
+            events.append(
+                TraceEvent(
+                    kind="model_call",
+                    request=request_record,
+                    response={"message": message, "finish_reason": choices[0].finish_reason},
+                    usage={"input_tokens": input_tokens, "output_tokens": output_tokens},
+                    cost_usd=cost,
+                    latency_s=latency,
+                    attempt=attempt,
+                    name=spec.name,
+                )
+            )
+            return ModelReply(message, events, input_tokens, output_tokens, cost, latency)
+        except Exception as exc:  # noqa: BLE001 - every provider error is recorded, then judged
+            latency = time.perf_counter() - started
+            error_type = type(exc).__name__
+            message_text = mask(str(exc), key)[:2000]
+            events.append(
+                TraceEvent(
+                    kind="error",
+                    request=request_record,
+                    latency_s=latency,
+                    attempt=attempt,
+                    name=spec.name,
+                    error_type=error_type,
+                    error_message=message_text,
+                )
+            )
+            if attempt > options.max_retries or not is_retryable(exc):
+                raise ModelCallError(error_type, message_text, events) from None
+            wait = retry_after_s(exc)
+            if wait is None:
+                wait = min(options.backoff_max_s, options.backoff_base_s * 2 ** (attempt - 1))
+                wait *= 0.5 + random.random()  # jitter, so retries of many cells spread out
+            time.sleep(min(wait, options.backoff_max_s))
+
+
+class EmptyResponseError(Exception):
+    """A response without choices: retried like a transient provider fault."""

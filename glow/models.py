@@ -1,0 +1,438 @@
+"""The one schema of Glow.
+
+Every shape the product reads or writes is declared here once, as a pydantic model: the test YAML
+is validated by `TestSpec`, the store's rows are `Invocation`, `Run`, `Generation`, `StandardScore`,
+the API returns them as they are, and the parquet schema is derived from them (`glow.results`).
+Models that come from user files forbid unknown fields, so a typo fails loudly instead of being
+ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def slugify(text: str) -> str:
+    """Lower-case a-z0-9 and dashes: the only characters Prefect accepts in artifact keys."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-") or "x"
+
+
+class SpecModel(BaseModel):
+    """Base for everything a user writes by hand: unknown fields are errors, not silence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- test specification
+
+
+class Modality(StrEnum):
+    text = "text"
+    image = "image"
+    audio = "audio"
+    video = "video"
+
+
+class Prices(SpecModel):
+    """USD per token; overrides litellm's bundled price map for one model."""
+
+    input_cost_per_token: float = Field(ge=0)
+    output_cost_per_token: float = Field(ge=0)
+
+
+class ModelSpec(SpecModel):
+    """One model under test (or a judge): what litellm is called with, never the key itself."""
+
+    name: str = Field(description="Display name, unique within a test; used in results.")
+    model: str = Field(description="litellm model string, e.g. openai/gpt-4o-mini.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Call params (temperature...).")
+    api_base: str | None = None
+    api_key_env: str | None = Field(None, description="NAME of the env var holding the key.")
+    api_key_secret: str | None = Field(None, description="NAME of a Prefect Secret block.")
+    prices: Prices | None = None
+    modalities: list[Modality] = Field(default_factory=lambda: [Modality.text])
+    max_in_flight: int | None = Field(None, ge=1)
+
+    @property
+    def provider(self) -> str:
+        return self.model.split("/", 1)[0] if "/" in self.model else "openai"
+
+    @field_validator("params")
+    @classmethod
+    def _no_keys_in_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for key in params:
+            if key.lower() in {"api_key", "api-key", "apikey", "key"}:
+                raise ValueError(
+                    f"params.{key}: keys never go in a test file; name the env var in api_key_env"
+                )
+        return params
+
+
+class AgentSpec(SpecModel):
+    """How a model is driven: a system prompt, optional tools, and a turn limit."""
+
+    name: str = "direct"
+    system_prompt: str | None = None
+    tools: list[str] = Field(default_factory=list, description="Import paths module:function.")
+    max_turns: int = Field(1, ge=1, le=50)
+
+
+class ContentPart(SpecModel):
+    """One part of a chat message. `image`/`audio`/`video` take a data URI or a file under data/."""
+
+    type: Literal["text", "image", "audio", "video"]
+    text: str | None = None
+    image: str | None = None
+    audio: str | None = None
+    video: str | None = None
+
+    @model_validator(mode="after")
+    def _payload_present(self) -> ContentPart:
+        if getattr(self, self.type) is None:
+            raise ValueError(f"a {self.type!r} part needs a {self.type!r} field")
+        return self
+
+
+class Message(SpecModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+
+
+class Scenario(SpecModel):
+    """One benchmark item: the input, the reference answer(s) and free metadata (category...)."""
+
+    id: str = Field(min_length=1)
+    input: str | list[Message]
+    reference: str | list[str] | None = None
+    choices: list[str] | None = Field(None, description="Options for multiple choice, in order.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def category(self) -> str:
+        return str(self.metadata.get("category", "uncategorised"))
+
+    @property
+    def references(self) -> list[str]:
+        if self.reference is None:
+            return []
+        return [self.reference] if isinstance(self.reference, str) else list(self.reference)
+
+    @property
+    def modalities(self) -> list[Modality]:
+        found = {Modality.text}
+        if isinstance(self.input, list):
+            for message in self.input:
+                if isinstance(message.content, list):
+                    found.update(Modality(part.type) for part in message.content)
+        return sorted(found)
+
+
+class StandardSpec(SpecModel):
+    """One graded standard of a rubric: a registered kind with its params."""
+
+    name: str
+    kind: str
+    weight: float = Field(1.0, ge=0)
+    threshold: float = Field(0.5, ge=0, le=1, description="Score at or above which it passes.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+
+
+class Rubric(SpecModel):
+    """A versioned set of standards; an invocation passes when its weighted score >= pass_threshold."""
+
+    name: str
+    version: str = "1"
+    description: str | None = None
+    pass_threshold: float = Field(0.5, ge=0, le=1)
+    standards: list[StandardSpec] = Field(min_length=1)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @model_validator(mode="after")
+    def _unique_standards(self) -> Rubric:
+        names = [s.name for s in self.standards]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate standard names: {', '.join(dupes)}")
+        if sum(s.weight for s in self.standards) <= 0:
+            raise ValueError("standards' weights sum to 0")
+        return self
+
+
+class TestSpec(SpecModel):
+    """A test: scenarios x models x agents x epochs, graded by one rubric."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    description: str | None = None
+    scenarios: str | list[Scenario] = Field(description="A .jsonl/.yaml file under data/, or inline.")
+    models: list[ModelSpec] = Field(min_length=1)
+    agents: list[AgentSpec] = Field(default_factory=lambda: [AgentSpec()])
+    rubric: str = Field(description="A rubric name under rubrics/ or a path to a rubric YAML.")
+    judge: ModelSpec | None = Field(None, description="Model used by llm_judge standards.")
+    epochs: int = Field(1, ge=1)
+    concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float = Field(60.0, gt=0, description="Per model call.")
+    max_retries: int = Field(2, ge=0, le=20)
+    budget_usd: float | None = Field(None, gt=0)
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TestSpec:
+        for what, names in (
+            ("models", [m.name for m in self.models]),
+            ("agents", [a.name for a in self.agents]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
+        return self
+
+
+# --------------------------------------------------------------------------- invocations
+
+
+class Status(StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    terminated = "terminated"
+
+
+FINAL_STATUSES = frozenset({Status.completed, Status.failed, Status.terminated})
+
+INVOCATION_NAMESPACE = uuid.UUID("6f1c1b5e-8f8a-4b8e-9a57-0c6f3c0a9d21")
+
+
+def invocation_id_for(test_id: str, scenario_id: str, model: str, agent: str, epoch: int) -> str:
+    """Stable id of a cell, so a re-run of the same test resumes instead of duplicating."""
+    key = json.dumps([test_id, scenario_id, model, agent, epoch])
+    return str(uuid.uuid5(INVOCATION_NAMESPACE, key))
+
+
+class Cell(BaseModel):
+    """One cell of a test's cross product, as the flow hands it to `run-invocation`."""
+
+    test_id: str
+    scenario_id: str
+    model: str
+    agent: str
+    epoch: int = 1
+
+    @property
+    def invocation_id(self) -> str:
+        return invocation_id_for(self.test_id, self.scenario_id, self.model, self.agent, self.epoch)
+
+    @property
+    def label(self) -> str:
+        return slugify(f"{self.scenario_id}-{self.model}-{self.agent}-e{self.epoch}")
+
+
+class TraceEvent(BaseModel):
+    """One step of a run: a model or judge call, a tool call, its result, an error, a note."""
+
+    kind: Literal["model_call", "tool_call", "tool_result", "error", "grading", "note"]
+    at: datetime = Field(default_factory=utcnow)
+    request: dict[str, Any] | None = Field(None, description="Messages and params, no secrets.")
+    response: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    cost_usd: float | None = None
+    latency_s: float | None = None
+    attempt: int | None = None
+    name: str | None = Field(None, description="Tool or standard name.")
+    content: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+class Generation(BaseModel):
+    """One model call (the model's or a judge's): the row that carries tokens and cost."""
+
+    generation_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    test_id: str
+    invocation_id: str
+    run_id: str
+    role: Literal["model", "judge"] = "model"
+    model: str
+    litellm_model: str
+    provider: str
+    standard: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = Field(None, description="None when the price is unknown, never 0.")
+    latency_s: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StandardScore(BaseModel):
+    """The score of one standard for one run, and which rubric version gave it."""
+
+    invocation_id: str
+    run_id: str
+    grading_id: str = Field(description="One grading pass; regrades get a new one.")
+    rubric: str
+    rubric_version: str
+    standard: str
+    kind: str
+    weight: float
+    score: float = Field(ge=0, le=1)
+    passed: bool
+    rationale: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(BaseModel):
+    """One attempt of an invocation, with its own trace."""
+
+    run_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    invocation_id: str
+    number: int = 1
+    status: Status = Status.running
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    output: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    trace: list[TraceEvent] = Field(default_factory=list)
+
+
+class Invocation(BaseModel):
+    """One cell of a test: its configuration, status, latest output, scores, cost and runs."""
+
+    invocation_id: str
+    test_id: str
+    scenario_id: str
+    category: str = "uncategorised"
+    model: str
+    agent: str
+    provider: str
+    epoch: int = 1
+    modalities: list[Modality] = Field(default_factory=lambda: [Modality.text])
+    status: Status = Status.queued
+    attempts: int = 0
+    output: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict, description="Per standard, 0..1.")
+    score: float | None = Field(None, description="Weighted overall score, 0..1.")
+    passed: bool | None = None
+    rubric: str | None = Field(None, description="name@version of the grading in `scores`.")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_cost_usd: float | None = None
+    judge_cost_usd: float | None = None
+    cost_usd: float | None = Field(None, description="model + judge; None if either is unknown.")
+    latency_s: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    runs: list[Run] = Field(default_factory=list, description="Filled when hydrated.")
+
+
+class SkippedCell(BaseModel):
+    """A cell not run because the model lacks a modality the scenario needs."""
+
+    scenario_id: str
+    model: str
+    agent: str
+    missing: list[Modality]
+
+
+class TestRecord(BaseModel):
+    """A test as stored: its spec, resolved rubric, and bookkeeping."""
+
+    __test__ = False
+
+    test_id: str
+    name: str
+    spec: TestSpec
+    rubric: Rubric
+    spec_path: str | None = None
+    status: Literal["created", "running", "completed", "cancelled", "budget_exhausted"] = "created"
+    skipped: list[SkippedCell] = Field(default_factory=list)
+    flow_run_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Draft(BaseModel):
+    """An invocation being edited before it is created or run."""
+
+    draft_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    test_id: str
+    scenario: Scenario | None = None
+    scenario_id: str | None = None
+    model: ModelSpec | str | None = None
+    agent: AgentSpec | str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    epoch: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AggregatedRow(BaseModel):
+    """One row of AggregatedResults: a model x agent, overall (category "*") or per category.
+
+    Per-standard means are kept in `standard_means` and become `score__<standard>` parquet columns.
+    """
+
+    test_id: str
+    model: str
+    agent: str
+    category: str = "*"
+    n: int
+    n_completed: int
+    n_failed: int
+    n_terminated: int
+    n_queued: int
+    n_running: int
+    n_skipped: int = 0
+    mean_score: float | None
+    stderr: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    pass_rate: float | None
+    pass_at_k: float | None = Field(None, description="Set when epochs > 1; k = epochs.")
+    k: int = 1
+    input_tokens: int
+    output_tokens: int
+    model_cost_usd: float | None
+    judge_cost_usd: float | None
+    cost_usd: float | None
+    cost_unknown_calls: int = Field(0, description="Generations whose price is unknown.")
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    standard_means: dict[str, float | None] = Field(default_factory=dict)
+
+
+def config_hash(*parts: BaseModel) -> str:
+    """Stable hash of resolved config (model + agent + rubric), for trace entries."""
+    blob = json.dumps([p.model_dump(mode="json") for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def known_sum(costs: Iterable[float | None]) -> float | None:
+    """Sum of costs where unknown stays unknown: one None makes the total None, never 0."""
+    total = 0.0
+    for cost in costs:
+        if cost is None:
+            return None
+        total += cost
+    return total

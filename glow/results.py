@@ -1,0 +1,668 @@
+"""AggregatedResults and the parquet files of a test.
+
+A finished (or partly finished) test is exported as three parquet files, by default under
+`data/results/<test_id>/`. Their Arrow schemas are *derived* from the pydantic models in
+`glow.models` by `arrow_schema`, so the files and the store never drift apart; every file carries
+`glow_schema_version` (currently "1") and `glow_table` in its parquet key-value metadata.
+
+Everything here works on whole columns (pyarrow / pandas / numpy): a test can hold a million
+invocations, and one pydantic object per row would cost minutes and gigabytes.
+
+Parquet schema
+==============
+
+Types: str -> string, int -> int64, float -> float64, bool -> bool, datetime -> timestamp[us, UTC],
+enums and literals -> string, lists of strings/enums -> list<string>, dicts and free-form values ->
+a JSON-encoded string. A column is nullable exactly when the pydantic field is Optional.
+
+``invocations.parquet`` -- one row per invocation (`glow.models.Invocation` minus ``runs`` and
+``scores``):
+
+- ``invocation_id``: stable id of the cell (test, scenario, model, agent, epoch).
+- ``test_id``, ``scenario_id``, ``category``: which test and scenario; category from its metadata.
+- ``model``, ``agent``, ``provider``: model display name, agent name, litellm provider.
+- ``epoch``: 1-based repetition number of the cell.
+- ``modalities``: list<string>, the modalities the scenario's input uses.
+- ``status``: queued / running / completed / failed / terminated.
+- ``attempts``: how many runs were started.
+- ``output``: the latest run's final output (null when none).
+- ``score``: weighted overall rubric score, 0..1 (null when not graded).
+- ``passed``: score >= the rubric's pass threshold (null when not graded).
+- ``rubric``: ``name@version`` of the grading the scores come from.
+- ``input_tokens``, ``output_tokens``: tokens of the model's calls.
+- ``model_cost_usd``, ``judge_cost_usd``, ``cost_usd``: as stored on the invocation; null means
+  the price is unknown, never zero.
+- ``latency_s``: wall time of the latest run.
+- ``error_type``, ``error_message``: the last error, if any.
+- ``created_at``, ``started_at``, ``finished_at``: UTC timestamps.
+- ``score__<standard>``: float64, one per rubric standard, 0..1; null when not graded or the
+  standard did not apply.
+
+``generations.parquet`` -- one row per model call (`glow.models.Generation`):
+
+- ``generation_id``, ``test_id``, ``invocation_id``, ``run_id``: what the call belongs to.
+- ``role``: ``model`` (the model under test) or ``judge`` (an llm_judge standard's call).
+- ``model``, ``litellm_model``, ``provider``: who was called.
+- ``standard``: the standard a judge call graded (null for model calls).
+- ``input_tokens``, ``output_tokens``: usage reported by the provider.
+- ``cost_usd``: null when the price is unknown -- never 0.
+- ``latency_s``: call latency; ``created_at``: UTC timestamp.
+
+``aggregated.parquet`` -- AggregatedResults (`glow.models.AggregatedRow` minus
+``standard_means``): one row per (test, model, agent) with ``category`` = ``"*"``, and one per
+(test, model, agent, category):
+
+- ``test_id``, ``model``, ``agent``, ``category``: the group.
+- ``n``: invocations in the group; ``n_completed``, ``n_failed``, ``n_terminated``, ``n_queued``,
+  ``n_running``: by status; ``n_skipped``: cells not run because the model lacks a modality.
+- ``mean_score``: mean ``score`` over completed invocations with a score.
+- ``stderr``: sample standard deviation / sqrt(count) of those scores (null below 2 scores).
+- ``ci95_low``, ``ci95_high``: mean -/+ 1.96 stderr, clamped to [0, 1].
+- ``pass_rate``: fraction of completed, graded invocations that passed.
+- ``pass_at_k``, ``k``: with epochs > 1, k = epochs and pass@k is the mean over the group's
+  scenarios of the unbiased estimator 1 - C(n-c, k) / C(n, k) (n = graded completed epochs of the
+  scenario, c = passes; k is clipped to n, which makes it "did any epoch pass"). Null, k = 1, when
+  epochs == 1.
+- ``input_tokens``, ``output_tokens``: summed over the group's invocations.
+- ``model_cost_usd``, ``judge_cost_usd``: summed over the ``model`` / ``judge`` generations of
+  the group's invocations; null when any of those generations has an unknown cost.
+- ``cost_usd``: model + judge; null when either is unknown.
+- ``cost_unknown_calls``: number of generations whose cost is unknown.
+- ``latency_p50_s``, ``latency_p95_s``: percentiles of completed invocations' ``latency_s``.
+- ``score__<standard>``: mean of that standard's score over completed invocations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from enum import Enum
+from functools import cache
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from glow.models import AggregatedRow, Generation, Invocation, SkippedCell, Status
+
+SCHEMA_VERSION = "1"
+SCORE_PREFIX = "score__"
+OVERALL = "*"
+
+# Rows are converted in chunks so the Python objects of one chunk at a time are alive, not a
+# million dicts' worth of converted lists.
+_CHUNK_ROWS = 65_536
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_INVOCATION_EXCLUDE = frozenset({"runs", "scores"})
+_AGGREGATED_EXCLUDE = frozenset({"standard_means"})
+
+
+def score_column(standard: str) -> str:
+    """Column name holding a standard's score (per invocation) or mean (aggregated)."""
+    return f"{SCORE_PREFIX}{standard}"
+
+
+# --------------------------------------------------------------------------- schema derivation
+
+
+def _is_str_like(tp: Any) -> bool:
+    """str, a str-valued enum, or a Literal of strings: all stored as Arrow strings."""
+    if tp is str:
+        return True
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return all(isinstance(member.value, str) for member in tp)
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(arg, str) for arg in typing.get_args(tp))
+    return False
+
+
+def _arrow_type(tp: Any) -> tuple[pa.DataType, bool]:
+    """Arrow type of one annotation, and whether it is nullable (Optional)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(tp))
+        if len(args) == 1:
+            inner, _ = _arrow_type(args[0])
+            return inner, nullable
+        # A union of several shapes (str | list[Message]) has no single Arrow type: keep JSON.
+        return pa.string(), nullable
+    if _is_str_like(tp):
+        return pa.string(), False
+    if tp is bool:  # before int: bool is a subclass of int
+        return pa.bool_(), False
+    if tp is int:
+        return pa.int64(), False
+    if tp is float:
+        return pa.float64(), False
+    if tp is datetime:
+        return _TIMESTAMP, False
+    if origin is Literal:
+        values = typing.get_args(tp)
+        if all(isinstance(v, bool) for v in values):
+            return pa.bool_(), False
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return pa.int64(), False
+        return pa.string(), False
+    if origin in (list, tuple, set, frozenset):
+        args = typing.get_args(tp)
+        if len(args) == 1 and _is_str_like(args[0]):
+            return pa.list_(pa.string()), False
+    # dict, Any, nested models, lists of models: JSON-encoded text.
+    return pa.string(), False
+
+
+def _is_json_field(tp: Any) -> bool:
+    """Whether values of this annotation are stored JSON-encoded (see `_arrow_type`)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return len(args) != 1 or _is_json_field(args[0])
+    if _is_str_like(tp) or tp in (bool, int, float, datetime) or origin is Literal:
+        return False
+    if origin in (list, tuple, set, frozenset):
+        args = typing.get_args(tp)
+        return not (len(args) == 1 and _is_str_like(args[0]))
+    return True
+
+
+@cache
+def _arrow_schema(model: type[BaseModel], exclude: frozenset[str]) -> pa.Schema:
+    fields = []
+    for name, info in model.model_fields.items():
+        if name in exclude:
+            continue
+        arrow_type, nullable = _arrow_type(info.annotation)
+        fields.append(pa.field(name, arrow_type, nullable=nullable))
+    return pa.schema(fields)
+
+
+def arrow_schema(model: type[BaseModel], exclude: Collection[str] = ()) -> pa.Schema:
+    """Arrow schema of a pydantic model's fields, in declaration order.
+
+    This is the single place the parquet column types come from, so adding a field to a model
+    adds the column. Mapping: str -> string, int -> int64, float -> float64, bool -> bool,
+    datetime -> timestamp[us, UTC], StrEnum/Literal -> string, Optional[X] -> nullable X,
+    list[str]/list[StrEnum] -> list<string>, anything else (dict, Any, models) -> JSON string.
+    """
+    return _arrow_schema(model, frozenset(exclude))
+
+
+# --------------------------------------------------------------------------- rows -> tables
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _to_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _column(values: list[Any], field: pa.Field, json_encoded: bool) -> pa.Array:
+    """One column of a chunk as an Arrow array of the field's type."""
+    if json_encoded:
+        return pa.array([_to_json(v) for v in values], pa.string())
+    try:
+        return pa.array(values, field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if field.type != _TIMESTAMP:
+            raise
+        # Rows dumped in JSON mode carry ISO strings; parse them rather than refuse them.
+        parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+        return pa.array(parsed, _TIMESTAMP)
+
+
+def _chunks(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, _CHUNK_ROWS)):
+        yield chunk
+
+
+def _rows_table(
+    rows: Iterable[dict[str, Any]],
+    model: type[BaseModel],
+    exclude: frozenset[str],
+    standards: Sequence[str] = (),
+) -> pa.Table:
+    """Convert model-dump-shaped dicts to a table, a column at a time, chunk by chunk."""
+    base = arrow_schema(model, exclude)
+    schema = pa.schema(list(base) + [pa.field(score_column(s), pa.float64()) for s in standards])
+    plan = []
+    for field in base:
+        info = model.model_fields[field.name]
+        default = None if info.default is PydanticUndefined else info.default
+        plan.append((field, _is_json_field(info.annotation), default))
+
+    batches = []
+    for chunk in _chunks(rows):
+        arrays = [
+            _column([row.get(field.name, default) for row in chunk], field, json_encoded)
+            for field, json_encoded, default in plan
+        ]
+        if standards:
+            scores = [row.get("scores") or {} for row in chunk]
+            arrays.extend(
+                pa.array([s.get(standard) for s in scores], pa.float64()) for standard in standards
+            )
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    table = pa.Table.from_batches(batches, schema=schema)
+    # Arrow does not enforce `nullable=False` on construction; a required field left empty is a
+    # broken row, so say which column instead of writing an invalid file.
+    for field in base:
+        if not field.nullable and table.column(field.name).null_count:
+            raise ValueError(f"{model.__name__}.{field.name} is required but some rows lack it")
+    return table
+
+
+def invocations_table(rows: Iterable[dict[str, Any]], standards: Sequence[str]) -> pa.Table:
+    """Invocation rows (dicts shaped like `Invocation.model_dump()`, `runs` optional) as a table.
+
+    The `scores` dict becomes one float64 `score__<standard>` column per rubric standard, so
+    pandas users get plain columns; a standard missing from a row's scores is null.
+    """
+    return _rows_table(rows, Invocation, _INVOCATION_EXCLUDE, standards)
+
+
+def generations_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Generation rows (dicts shaped like `Generation.model_dump()`) as a table."""
+    return _rows_table(rows, Generation, frozenset())
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def aggregated_schema(standards: Sequence[str]) -> pa.Schema:
+    """Schema of AggregatedResults: AggregatedRow's fields, then one mean column per standard."""
+    base = arrow_schema(AggregatedRow, _AGGREGATED_EXCLUDE)
+    return pa.schema(list(base) + [pa.field(score_column(s), pa.float64()) for s in standards])
+
+
+_OVERALL_KEYS = ["test_id", "model", "agent"]
+_CATEGORY_KEYS = [*_OVERALL_KEYS, "category"]
+_STATUS_COUNTS = {
+    "n_completed": Status.completed,
+    "n_failed": Status.failed,
+    "n_terminated": Status.terminated,
+    "n_queued": Status.queued,
+    "n_running": Status.running,
+}
+_INT_COLUMNS = [
+    "n",
+    *_STATUS_COUNTS,
+    "n_skipped",
+    "input_tokens",
+    "output_tokens",
+    "cost_unknown_calls",
+]
+
+
+def _frame(table: pa.Table, categorical: Sequence[str], floats: Sequence[str]) -> pd.DataFrame:
+    """The needed columns as pandas: keys dictionary-encoded (cheap groupby and take), floats
+    (including bool -> 0/1) with NaN for null so pandas' skipna aggregations apply."""
+    data: dict[str, Any] = {}
+    for name in categorical:
+        data[name] = table.column(name).dictionary_encode().to_pandas()
+    for name in floats:
+        if name in table.column_names:
+            data[name] = table.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        else:  # a standard no row was graded on (or a table built for other standards)
+            data[name] = np.full(table.num_rows, np.nan)
+    return pd.DataFrame(data)
+
+
+def _pass_at_k(passed: pd.DataFrame, keys: list[str], k: int) -> pd.Series:
+    """Mean over scenarios of 1 - C(n-c, k) / C(n, k), with k clipped to each scenario's n."""
+    per = passed.groupby([*keys, "scenario_id"], observed=True)["passed"].agg(["count", "sum"])
+    n = per["count"].to_numpy(dtype=np.float64)
+    c = per["sum"].to_numpy(dtype=np.float64)
+    k_eff = np.minimum(n, k)
+    # C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i): a short loop over k (= epochs) instead
+    # of per-scenario big-integer binomials; a factor <= 0 means some epoch must have passed.
+    ratio = np.ones_like(n)
+    for i in range(k):
+        active = i < k_eff
+        factor = np.clip((n - c - i) / np.maximum(n - i, 1.0), 0.0, None)
+        ratio = np.where(active, ratio * factor, ratio)
+    per_scenario = pd.Series(1.0 - ratio, index=per.index)
+    return per_scenario.groupby(level=list(range(len(keys))), observed=True).mean()
+
+
+def _level(
+    inv: pd.DataFrame,
+    gen: pd.DataFrame,
+    skipped: pd.DataFrame,
+    keys: list[str],
+    standards: Sequence[str],
+    epochs: int,
+) -> pd.DataFrame:
+    """AggregatedResults rows for one grouping (overall or per category)."""
+    completed = inv["status"] == Status.completed.value
+    work = pd.DataFrame({key: inv[key] for key in keys})
+    for column, status in _STATUS_COUNTS.items():
+        work[column] = (inv["status"] == status.value).astype(np.int64)
+    work["input_tokens"] = inv["input_tokens"]
+    work["output_tokens"] = inv["output_tokens"]
+    # Scores of anything but completed invocations (a failed run's partial grade) don't count.
+    work["score"] = inv["score"].where(completed)
+    work["passed"] = inv["passed"].where(completed)
+    work["latency"] = inv["latency_s"].where(completed)
+    score_columns = [score_column(s) for s in standards]
+    for column in score_columns:
+        work[column] = inv[column].where(completed)
+
+    grouped = work.groupby(keys, observed=True)
+    out = grouped.agg(
+        n=("n_completed", "size"),
+        **{column: (column, "sum") for column in _STATUS_COUNTS},
+        input_tokens=("input_tokens", "sum"),
+        output_tokens=("output_tokens", "sum"),
+        mean_score=("score", "mean"),
+        score_std=("score", "std"),
+        score_count=("score", "count"),
+        pass_rate=("passed", "mean"),
+        **{column: (column, "mean") for column in score_columns},
+    )
+    latency = grouped["latency"].quantile([0.5, 0.95]).unstack().reindex(columns=[0.5, 0.95])
+    out["latency_p50_s"] = latency[0.5]
+    out["latency_p95_s"] = latency[0.95]
+    if epochs > 1:
+        graded = work.loc[work["passed"].notna(), keys + ["passed"]]
+        graded["scenario_id"] = inv.loc[graded.index, "scenario_id"]
+        out["pass_at_k"] = _pass_at_k(graded, keys, epochs)
+    else:
+        out["pass_at_k"] = np.nan
+
+    role_model = gen["role"] == "model"
+    role_judge = gen["role"] == "judge"
+    unknown = gen["cost_usd"].isna()
+    costs = pd.DataFrame({key: gen[key] for key in keys})
+    costs["model_cost_usd"] = gen["cost_usd"].where(role_model, 0.0).fillna(0.0)
+    costs["judge_cost_usd"] = gen["cost_usd"].where(role_judge, 0.0).fillna(0.0)
+    costs["model_unknown"] = (role_model & unknown).astype(np.int64)
+    costs["judge_unknown"] = (role_judge & unknown).astype(np.int64)
+    out = out.join(costs.groupby(keys, observed=True).sum())
+
+    out = out.reset_index()
+    for key in keys:
+        out[key] = out[key].astype(str)
+    counts = skipped.groupby(keys).size().rename("n_skipped").reset_index()
+    out = out.merge(counts, on=keys, how="outer")
+    # Groups with no invocations (all skipped), or no generations: nothing ran, nothing was spent.
+    fill_zero = [*_STATUS_COUNTS, "n", "n_skipped", "input_tokens", "output_tokens", "score_count"]
+    fill_zero += ["model_cost_usd", "judge_cost_usd", "model_unknown", "judge_unknown"]
+    out[fill_zero] = out[fill_zero].fillna(0)
+
+    stderr = out["score_std"] / np.sqrt(out["score_count"])
+    out["stderr"] = stderr.where(out["score_count"] >= 2)
+    out["ci95_low"] = (out["mean_score"] - 1.96 * out["stderr"]).clip(0.0, 1.0)
+    out["ci95_high"] = (out["mean_score"] + 1.96 * out["stderr"]).clip(0.0, 1.0)
+    out["k"] = epochs if epochs > 1 else 1
+    # Unknown is never 0: one unpriced call makes the whole sum unknown.
+    out["model_cost_usd"] = out["model_cost_usd"].where(out["model_unknown"] == 0)
+    out["judge_cost_usd"] = out["judge_cost_usd"].where(out["judge_unknown"] == 0)
+    out["cost_usd"] = out["model_cost_usd"] + out["judge_cost_usd"]  # NaN if either is
+    out["cost_unknown_calls"] = out["model_unknown"] + out["judge_unknown"]
+    if "category" not in keys:
+        out["category"] = OVERALL
+    return out
+
+
+def aggregate(
+    invocations: pa.Table,
+    generations: pa.Table,
+    standards: Sequence[str],
+    epochs: int,
+    skipped: Sequence[SkippedCell] = (),
+    *,
+    skipped_categories: Mapping[str, str] | None = None,
+    test_id: str | None = None,
+) -> pa.Table:
+    """Build AggregatedResults: per (test, model, agent) overall rows (category "*") and per
+    category rows. See the module docstring for every column's meaning.
+
+    `skipped` cells are counted in `n_skipped`. A SkippedCell names only its scenario, so its
+    category comes from `skipped_categories` (scenario_id -> category), else from any invocation
+    of the same scenario, else "uncategorised". Skipped cells belong to `test_id`, which defaults
+    to the invocations' single test id. Generations are attributed to groups through their
+    invocation; generations of invocations not in `invocations` are ignored.
+    """
+    standards = list(standards)
+    schema = aggregated_schema(standards)
+    score_columns = [score_column(s) for s in standards]
+
+    inv = _frame(
+        invocations,
+        ["test_id", "model", "agent", "category", "status", "scenario_id"],
+        ["score", "passed", "latency_s", *score_columns],
+    )
+    inv["input_tokens"] = invocations.column("input_tokens").to_numpy()
+    inv["output_tokens"] = invocations.column("output_tokens").to_numpy()
+    ids = pd.Index(invocations.column("invocation_id").to_numpy(zero_copy_only=False))
+    if not ids.is_unique:
+        raise ValueError("invocations has duplicate invocation_id values")
+
+    # Attribute each generation to its invocation's group (a judge's `model` is the judge's).
+    gen_raw = _frame(generations, ["role"], ["cost_usd"])
+    position = ids.get_indexer(generations.column("invocation_id").to_numpy(zero_copy_only=False))
+    known = position >= 0
+    gen = gen_raw.loc[known].reset_index(drop=True)
+    for key in _CATEGORY_KEYS:
+        gen[key] = inv[key].take(position[known]).reset_index(drop=True)
+
+    skipped_frame = _skipped_frame(invocations, skipped, skipped_categories, test_id)
+    levels = [
+        _level(inv, gen, skipped_frame, keys, standards, epochs)
+        for keys in (_OVERALL_KEYS, _CATEGORY_KEYS)
+    ]
+    out = pd.concat(levels, ignore_index=True)
+    out = out.sort_values(_CATEGORY_KEYS, kind="stable", ignore_index=True)
+    for column in _INT_COLUMNS:
+        out[column] = out[column].astype(np.int64)
+    return pa.Table.from_arrays(
+        [pa.array(out[f.name].to_numpy(), f.type, from_pandas=True) for f in schema],
+        schema=schema,
+    )
+
+
+def _skipped_frame(
+    invocations: pa.Table,
+    skipped: Sequence[SkippedCell],
+    skipped_categories: Mapping[str, str] | None,
+    test_id: str | None,
+) -> pd.DataFrame:
+    """Skipped cells as (test_id, model, agent, category) rows, categories resolved."""
+    columns = _CATEGORY_KEYS
+    if not skipped:
+        return pd.DataFrame({c: pd.Series([], dtype=str) for c in columns})
+    if test_id is None:
+        test_ids = pc.unique(invocations.column("test_id")).to_pylist()
+        if len(test_ids) > 1:
+            raise ValueError("skipped cells with several tests' invocations: pass test_id=")
+        test_id = test_ids[0] if test_ids else ""
+    wanted = {cell.scenario_id for cell in skipped}
+    lookup: dict[str, str] = {}
+    if wanted:
+        mask = pc.is_in(invocations.column("scenario_id"), pa.array(list(wanted), pa.string()))
+        pairs = invocations.filter(mask).select(["scenario_id", "category"])
+        scenario_ids = pairs.column("scenario_id").to_pylist()
+        lookup = dict(zip(scenario_ids, pairs.column("category").to_pylist(), strict=True))
+    lookup.update(skipped_categories or {})
+    rows = [
+        (test_id, c.model, c.agent, lookup.get(c.scenario_id, "uncategorised")) for c in skipped
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    total = 0.0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+def summary(aggregated: pa.Table) -> dict[str, Any]:
+    """Cost totals for the CLI and artifacts, from the overall rows of AggregatedResults.
+
+    Returns ``total_cost_usd`` (all tests), ``by_test`` and ``by_model`` (test id / model name ->
+    USD), ``cost_unknown_models`` (sorted model names with an unknown cost) and
+    ``cost_unknown_calls``. A total is None as soon as one of its parts is unknown.
+    """
+    rows = aggregated.filter(pc.equal(aggregated.column("category"), OVERALL))
+    rows = rows.select(["test_id", "model", "cost_usd", "cost_unknown_calls"]).to_pylist()
+    by_test: dict[str, list[float | None]] = {}
+    by_model: dict[str, list[float | None]] = {}
+    for row in rows:  # one row per (test, model, agent): small
+        by_test.setdefault(row["test_id"], []).append(row["cost_usd"])
+        by_model.setdefault(row["model"], []).append(row["cost_usd"])
+    model_totals = {model: _sum_known(costs) for model, costs in sorted(by_model.items())}
+    return {
+        "total_cost_usd": _sum_known(r["cost_usd"] for r in rows),
+        "by_test": {test: _sum_known(costs) for test, costs in sorted(by_test.items())},
+        "by_model": model_totals,
+        "cost_unknown_models": [m for m, total in model_totals.items() if total is None],
+        "cost_unknown_calls": sum(r["cost_unknown_calls"] for r in rows),
+    }
+
+
+LEADERBOARD_FIELDS = (
+    "rank",
+    "test_id",
+    "model",
+    "agent",
+    "n",
+    "completed",
+    "failed",
+    "mean_score",
+    "ci95_low",
+    "ci95_high",
+    "pass_rate",
+    "pass_at_k",
+    "cost_usd",
+    "latency_p50_s",
+)
+
+
+def leaderboard(aggregated: pa.Table) -> list[dict[str, Any]]:
+    """Overall rows (category "*") best first, with the fields a person compares.
+
+    Sorted by mean_score descending (ungraded rows last), then pass_rate, then model and agent
+    for a stable order. Keys are `LEADERBOARD_FIELDS`; values are plain Python (None = unknown).
+    """
+    rows = aggregated.filter(pc.equal(aggregated.column("category"), OVERALL)).to_pylist()
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        score, rate = row["mean_score"], row["pass_rate"]
+        return (
+            score is None,
+            -(score or 0.0),
+            rate is None,
+            -(rate or 0.0),
+            row["model"],
+            row["agent"],
+        )
+
+    return [
+        {
+            "rank": rank,
+            "test_id": row["test_id"],
+            "model": row["model"],
+            "agent": row["agent"],
+            "n": row["n"],
+            "completed": row["n_completed"],
+            "failed": row["n_failed"],
+            "mean_score": row["mean_score"],
+            "ci95_low": row["ci95_low"],
+            "ci95_high": row["ci95_high"],
+            "pass_rate": row["pass_rate"],
+            "pass_at_k": row["pass_at_k"],
+            "cost_usd": row["cost_usd"],
+            "latency_p50_s": row["latency_p50_s"],
+        }
+        for rank, row in enumerate(sorted(rows, key=order), start=1)
+    ]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; directories cannot be opened for fsync on every platform."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, table: pa.Table, name: str) -> None:
+    """Write a parquet file so that readers see the old file or the whole new one, never half.
+
+    The temp file lives in the same directory so `os.replace` is a same-filesystem rename.
+    """
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"glow_schema_version"] = SCHEMA_VERSION.encode()
+    metadata[b"glow_table"] = name.encode()
+    table = table.replace_schema_metadata(metadata)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_results(
+    out_dir: Path, invocations: pa.Table, generations: pa.Table, aggregated: pa.Table
+) -> dict[str, Path]:
+    """Write invocations/generations/aggregated `.parquet` into `out_dir` (created if needed).
+
+    Each file is replaced atomically and zstd-compressed, with `glow_schema_version` and
+    `glow_table` in its metadata. Returns {"invocations": path, "generations": path,
+    "aggregated": path}.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, table in (
+        ("invocations", invocations),
+        ("generations", generations),
+        ("aggregated", aggregated),
+    ):
+        path = out_dir / f"{name}.parquet"
+        _write_atomic(path, table, name)
+        paths[name] = path
+    return paths

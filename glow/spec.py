@@ -1,0 +1,256 @@
+"""Loading a test: YAML -> TestSpec, its scenarios and its rubric, all checked before any call.
+
+Every problem becomes one `SpecError` whose message names the file, the line when known, and the
+field path (`models[1].name`), so a user can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from glow.errors import SpecError
+from glow.models import Modality, Rubric, Scenario, SkippedCell, TestSpec
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class LoadedTest:
+    """A validated test with everything it refers to resolved."""
+
+    spec: TestSpec
+    scenarios: list[Scenario]
+    rubric: Rubric
+    path: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def scenarios_by_id(self) -> dict[str, Scenario]:
+        return {s.id: s for s in self.scenarios}
+
+    def skipped_cells(self) -> list[SkippedCell]:
+        """Cells whose scenario needs a modality the model does not declare."""
+        skipped = []
+        for scenario in self.scenarios:
+            needs = set(scenario.modalities)
+            for model in self.spec.models:
+                missing = sorted(needs - set(model.modalities))
+                if missing:
+                    skipped.extend(
+                        SkippedCell(
+                            scenario_id=scenario.id, model=model.name, agent=a.name, missing=missing
+                        )
+                        for a in self.spec.agents
+                    )
+        return skipped
+
+
+def _where(path: Path | str | None) -> str:
+    return str(path) if path is not None else "<inline test>"
+
+
+def format_validation_error(
+    err: ValidationError, source: str, node: yaml.Node | None = None, line: int | None = None
+) -> str:
+    """One readable line per problem: `file:line: field.path: message`."""
+    lines = []
+    for problem in err.errors():
+        loc = problem["loc"]
+        dotted = ""
+        for part in loc:
+            dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else part)
+        at = line if line is not None else _line_of(node, loc)
+        where = f"{source}:{at}" if at else source
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see the README's test reference)"
+        lines.append(f"{where}: {dotted or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line."""
+    found = None
+    for part in loc:
+        if node is None:
+            break
+        found = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+    if node is not None:
+        found = node.start_mark.line + 1
+    return found
+
+
+def interpolate_env(text: str, source: str) -> str:
+    """Replace `${VAR}` / `${VAR:-default}` from the environment (for api_base and the like)."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name, default)
+        if value is None:
+            raise SpecError(f"{source}: ${{{name}}} is used but the environment variable is not set")
+        return value
+
+    return _ENV_REF.sub(sub, text)
+
+
+def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file; syntax errors name the file and line."""
+    if not path.is_file():
+        raise SpecError(f"{path}: file not found")
+    text = interpolate_env(path.read_text(encoding="utf-8"), str(path))
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: invalid YAML: {problem}") from None
+
+
+def validate(model: type[BaseModel], data: Any, source: str, node: yaml.Node | None = None) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source, node)) from None
+
+
+def resolve_path(ref: str, base_dir: Path) -> Path:
+    """Files are looked up relative to the working directory, then to the test file's folder."""
+    candidate = Path(ref)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    beside = base_dir / ref
+    return beside if beside.exists() else candidate
+
+
+def load_scenarios(ref: str, base_dir: Path) -> list[Scenario]:
+    path = resolve_path(ref, base_dir)
+    if not path.is_file():
+        raise SpecError(f"scenarios: file {ref!r} not found (looked in {Path.cwd()} and {base_dir})")
+    scenarios: list[Scenario] = []
+    if path.suffix == ".jsonl":
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SpecError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+            try:
+                scenarios.append(Scenario.model_validate(data))
+            except ValidationError as exc:
+                raise SpecError(format_validation_error(exc, str(path), line=number)) from None
+    elif path.suffix in {".yaml", ".yml"}:
+        data, node = read_yaml(path)
+        if not isinstance(data, list):
+            raise SpecError(f"{path}: expected a list of scenarios")
+        for i, item in enumerate(data):
+            item_node = node.value[i] if isinstance(node, yaml.SequenceNode) else None
+            scenarios.append(validate(Scenario, item, str(path), item_node))
+    else:
+        raise SpecError(f"{path}: scenarios must be a .jsonl or .yaml file")
+    if not scenarios:
+        raise SpecError(f"{path}: no scenarios in the file")
+    return scenarios
+
+
+def _check_scenarios(scenarios: list[Scenario], source: str, base_dir: Path) -> None:
+    seen: set[str] = set()
+    for scenario in scenarios:
+        if scenario.id in seen:
+            raise SpecError(f"{source}: duplicate scenario id {scenario.id!r}")
+        seen.add(scenario.id)
+        if isinstance(scenario.input, list):
+            for message in scenario.input:
+                if isinstance(message.content, str):
+                    continue
+                for part in message.content:
+                    if part.type == Modality.text:
+                        continue
+                    ref = getattr(part, part.type)
+                    if ref.startswith("data:"):
+                        continue
+                    if not resolve_path(ref, base_dir).is_file():
+                        raise SpecError(
+                            f"{source}: scenario {scenario.id!r}: {part.type} file {ref!r} "
+                            "not found"
+                        )
+
+
+def _check_tools(spec: TestSpec, source: str) -> None:
+    for i, agent in enumerate(spec.agents):
+        for j, ref in enumerate(agent.tools):
+            try:
+                import_object(ref)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise SpecError(f"{source}: agents[{i}].tools[{j}]: cannot import {ref!r}: {exc}")
+
+
+def import_object(ref: str) -> Any:
+    """`package.module:name` (or `package.module.name`) -> the object."""
+    module_name, _, attr = ref.partition(":") if ":" in ref else ref.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError("expected 'module:function'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def load_test(path: str | Path) -> LoadedTest:
+    """Read and check a test YAML file and everything it names."""
+    path = Path(path)
+    data, node = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a test file is a mapping of fields (name, scenarios, models...)")
+    spec = validate(TestSpec, data, str(path), node)
+    return resolve_test(spec, path=path)
+
+
+def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
+    """Resolve an already-validated spec (from YAML, the API or a flow parameter)."""
+    from rubrics import load_rubric
+
+    source = _where(path)
+    base_dir = path.parent if path is not None else Path.cwd()
+    if isinstance(spec.scenarios, str):
+        scenarios = load_scenarios(spec.scenarios, base_dir)
+    else:
+        scenarios = list(spec.scenarios)
+    if not scenarios:
+        raise SpecError(f"{source}: scenarios: the test has no scenarios")
+    _check_scenarios(scenarios, source, base_dir)
+    _check_tools(spec, source)
+    try:
+        rubric = load_rubric(spec.rubric, base_dir=base_dir)
+    except SpecError as exc:
+        raise SpecError(f"{source}: rubric: {exc}") from None
+    if spec.judge is None and any(s.kind == "llm_judge" for s in rubric.standards):
+        raise SpecError(
+            f"{source}: judge: rubric {rubric.label} has llm_judge standards; "
+            "add a `judge:` model to the test"
+        )
+    return LoadedTest(spec=spec, scenarios=scenarios, rubric=rubric, path=path, base_dir=base_dir)
+
+
+def preflight(loaded: LoadedTest) -> None:
+    """Checks that need the environment: every key env var a model names must be set."""
+    models = list(loaded.spec.models) + ([loaded.spec.judge] if loaded.spec.judge else [])
+    for model in models:
+        if model.api_key_env and not os.environ.get(model.api_key_env):
+            raise SpecError(
+                f"{_where(loaded.path)}: model {model.name!r}: environment variable "
+                f"{model.api_key_env} (api_key_env) is not set"
+            )

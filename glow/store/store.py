@@ -1,0 +1,532 @@
+"""The ledger of record: tests, invocations, runs (with traces), scores and generations.
+
+Prefect shows what happened; the store is what Glow trusts (Prefect's own record of task runs
+drops events under load). Every status change goes through a guarded UPDATE, so the lifecycle
+holds even with several runners, the API and the CLI writing at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from glow.errors import NotFound, TransitionError
+from glow.models import (
+    FINAL_STATUSES,
+    Draft,
+    Generation,
+    Invocation,
+    Run,
+    StandardScore,
+    Status,
+    TestRecord,
+    utcnow,
+)
+from glow.store import tables as t
+
+# Which statuses each operation may start from (the seed's lifecycle).
+RUNNABLE = frozenset({Status.queued, Status.failed})
+RERUNNABLE = frozenset({Status.queued, Status.failed, Status.completed, Status.terminated})
+TERMINABLE = frozenset({Status.queued, Status.running})
+COMPLETABLE = frozenset({Status.queued, Status.running, Status.failed})
+
+
+def _row(obj: BaseModel, table: t.Table, **extra: Any) -> dict[str, Any]:
+    """A model as a row: JSON columns get JSON-safe values, the rest stay typed."""
+    cols = {c.name for c in table.columns}
+    data = obj.model_dump(include=cols)
+    json_cols = t.json_fields(table) & data.keys()
+    if json_cols:
+        data.update(obj.model_dump(mode="json", include=json_cols))
+    data.update(extra)
+    return data
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        # pysqlite's own transaction handling is off so writers can BEGIN IMMEDIATE: taking the
+        # write lock up front avoids the "database is locked" upgrade deadlock between threads.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _sqlite_pragmas(engine)
+        return engine
+    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest Alembic revision (idempotent, safe on every start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """All reads and writes of Glow's records. Thread-safe; one per process is enough."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if create:
+            migrate(self.engine)
+
+    @classmethod
+    def from_settings(cls) -> Store:
+        from glow.settings import get_settings
+
+        return cls(get_settings().store_url)
+
+    # ------------------------------------------------------------------ tests
+
+    def create_test(self, record: TestRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.tests).values(_row(record, t.tests)))
+
+    def get_test(self, test_id: str) -> TestRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.tests).where(t.tests.c.test_id == test_id)).first()
+        if row is None:
+            raise NotFound(f"test {test_id!r} not found; `glow tests list` shows the known tests")
+        return TestRecord.model_validate(row._mapping)
+
+    def update_test(self, test_id: str, **fields: Any) -> None:
+        record = self.get_test(test_id).model_copy(update=fields)
+        record.updated_at = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.tests)
+                .where(t.tests.c.test_id == test_id)
+                .values(_row(record, t.tests))
+            )
+
+    def list_tests(self, limit: int = 100) -> list[TestRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.tests).order_by(t.tests.c.created_at.desc()).limit(limit)
+            ).all()
+        return [TestRecord.model_validate(r._mapping) for r in rows]
+
+    def add_spend(self, test_id: str, usd: float) -> float:
+        """Add to a test's spend and return the new total (atomic across threads)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.tests)
+                .where(t.tests.c.test_id == test_id)
+                .values(budget_spent_usd=t.tests.c.budget_spent_usd + usd)
+            )
+            return float(
+                conn.execute(
+                    select(t.tests.c.budget_spent_usd).where(t.tests.c.test_id == test_id)
+                ).scalar_one()
+            )
+
+    # ------------------------------------------------------------------ invocations
+
+    def ensure_invocations(self, invocations: Iterable[Invocation]) -> int:
+        """Insert the cells that are not stored yet; existing ones (and their status) are kept."""
+        wanted = {inv.invocation_id: inv for inv in invocations}
+        if not wanted:
+            return 0
+        ids = list(wanted)
+        with self.engine.begin() as conn:
+            existing: set[str] = set()
+            for i in range(0, len(ids), 500):
+                existing.update(
+                    conn.execute(
+                        select(t.invocations.c.invocation_id).where(
+                            t.invocations.c.invocation_id.in_(ids[i : i + 500])
+                        )
+                    ).scalars()
+                )
+            rows = [_row(inv, t.invocations) for i, inv in wanted.items() if i not in existing]
+            for i in range(0, len(rows), 500):
+                conn.execute(insert(t.invocations), rows[i : i + 500])
+        return len(rows)
+
+    def get_invocation(
+        self, invocation_id: str, *, runs: bool = True, trace: bool = True
+    ) -> Invocation:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.invocations).where(t.invocations.c.invocation_id == invocation_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"invocation {invocation_id!r} not found")
+            inv = Invocation.model_validate(row._mapping)
+            if runs:
+                inv.runs = self._runs(conn, invocation_id, trace=trace)
+        return inv
+
+    def _runs(self, conn: Connection, invocation_id: str, *, trace: bool) -> list[Run]:
+        cols = [c for c in t.runs.c if trace or c.name != "trace"]
+        rows = conn.execute(
+            select(*cols).where(t.runs.c.invocation_id == invocation_id).order_by(t.runs.c.number)
+        ).all()
+        return [Run.model_validate(r._mapping) for r in rows]
+
+    def get_run(self, run_id: str) -> Run:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return Run.model_validate(row._mapping)
+
+    def list_invocations(
+        self,
+        test_id: str,
+        *,
+        status: Status | None = None,
+        model: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[Invocation]:
+        """Invocations of a test in id order; `after` is a keyset cursor, stable under updates."""
+        query = select(t.invocations).where(t.invocations.c.test_id == test_id)
+        if status is not None:
+            query = query.where(t.invocations.c.status == status)
+        if model is not None:
+            query = query.where(t.invocations.c.model == model)
+        if after is not None:
+            query = query.where(t.invocations.c.invocation_id > after)
+        query = query.order_by(t.invocations.c.invocation_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [Invocation.model_validate(r._mapping) for r in conn.execute(query)]
+
+    def invocation_rows(self, test_id: str) -> Iterator[dict[str, Any]]:
+        """Plain dict rows for parquet building: no pydantic per row, streamed."""
+        cols = [c for c in t.invocations.c if not c.name.startswith("lease_")]
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=5000).execute(
+                select(*cols).where(t.invocations.c.test_id == test_id)
+            )
+            for row in result:
+                yield dict(row._mapping)
+
+    def generation_rows(self, test_id: str) -> Iterator[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=5000).execute(
+                select(t.generations).where(t.generations.c.test_id == test_id)
+            )
+            for row in result:
+                yield dict(row._mapping)
+
+    def count_invocations(self, test_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.invocations.c.status, func.count())
+                .where(t.invocations.c.test_id == test_id)
+                .group_by(t.invocations.c.status)
+            ).all()
+        return {str(status): int(n) for status, n in rows}
+
+    def count_generations(self, test_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(t.generations.c.test_id == test_id)
+                ).scalar_one()
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start_run(
+        self,
+        invocation_id: str,
+        *,
+        allowed: frozenset[Status] = RUNNABLE,
+        owner: str | None = None,
+        lease_s: float = 3600.0,
+    ) -> Run:
+        """Move an invocation to running and open a new run for it, atomically.
+
+        A `running` invocation whose lease has expired (its runner died) may be taken over.
+        """
+        now = utcnow()
+        owner = owner or uuid.uuid4().hex
+        inv_c = t.invocations.c
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(inv_c.status, inv_c.attempts, inv_c.lease_expires_at).where(
+                    inv_c.invocation_id == invocation_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"invocation {invocation_id!r} not found")
+            status = Status(row.status)
+            stale = status is Status.running and (
+                row.lease_expires_at is None or row.lease_expires_at < now
+            )
+            if status not in allowed and not stale:
+                raise TransitionError(
+                    f"invocation {invocation_id} is {status.value}; it can be run only when "
+                    f"{' or '.join(sorted(s.value for s in allowed))}"
+                )
+            if stale:
+                # The dead runner's open run is closed as terminated, its partial trace kept.
+                conn.execute(
+                    update(t.runs)
+                    .where(t.runs.c.invocation_id == invocation_id)
+                    .where(t.runs.c.status == Status.running)
+                    .values(
+                        status=Status.terminated,
+                        finished_at=now,
+                        error_type="RunnerLost",
+                        error_message="the runner holding this run stopped without finishing",
+                    )
+                )
+            number = int(row.attempts) + 1
+            run = Run(invocation_id=invocation_id, number=number, started_at=now)
+            conn.execute(
+                update(t.invocations)
+                .where(inv_c.invocation_id == invocation_id)
+                .values(
+                    status=Status.running,
+                    attempts=number,
+                    started_at=now,
+                    finished_at=None,
+                    error_type=None,
+                    error_message=None,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                )
+            )
+            conn.execute(insert(t.runs).values(_row(run, t.runs)))
+        return run
+
+    def finish_run(
+        self,
+        run: Run,
+        *,
+        invocation: dict[str, Any],
+        generations: list[Generation],
+        scores: list[StandardScore],
+    ) -> Status:
+        """Record a finished run in one transaction.
+
+        If the invocation was terminated while the run was in flight, the late result is
+        discarded: the run keeps its trace but the invocation stays terminated. Returns the
+        invocation's status after the write.
+        """
+        inv_c = t.invocations.c
+        with self.engine.begin() as conn:
+            current = conn.execute(
+                select(inv_c.status, inv_c.attempts).where(
+                    inv_c.invocation_id == run.invocation_id
+                )
+            ).first()
+            if current is None:
+                raise NotFound(f"invocation {run.invocation_id!r} not found")
+            live = Status(current.status) is Status.running and current.attempts == run.number
+            if not live:
+                run.status = Status.terminated
+                conn.execute(
+                    update(t.runs)
+                    .where(t.runs.c.run_id == run.run_id)
+                    .values(
+                        status=Status.terminated,
+                        finished_at=run.finished_at or utcnow(),
+                        trace=_row(run, t.runs)["trace"],
+                    )
+                )
+                return Status(current.status)
+            conn.execute(
+                update(t.runs).where(t.runs.c.run_id == run.run_id).values(_row(run, t.runs))
+            )
+            conn.execute(
+                update(t.invocations)
+                .where(inv_c.invocation_id == run.invocation_id)
+                .values(lease_owner=None, lease_expires_at=None, **invocation)
+            )
+            if generations:
+                conn.execute(insert(t.generations), [_row(g, t.generations) for g in generations])
+            if scores:
+                conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
+        return Status(invocation.get("status", Status.running))
+
+    def save_trace(self, run: Run) -> None:
+        """Persist a run's partial trace while it is still going (kept if it is terminated)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.runs)
+                .where(t.runs.c.run_id == run.run_id)
+                .values(trace=_row(run, t.runs)["trace"])
+            )
+
+    def transition(
+        self,
+        invocation_id: str,
+        to: Status,
+        *,
+        allowed: frozenset[Status],
+        values: dict[str, Any] | None = None,
+    ) -> Invocation:
+        """Guarded status change (terminate, complete, requeue); refused with the current status."""
+        inv_c = t.invocations.c
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(inv_c.status).where(inv_c.invocation_id == invocation_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"invocation {invocation_id!r} not found")
+            status = Status(row.status)
+            if status not in allowed:
+                raise TransitionError(
+                    f"invocation {invocation_id} is {status.value}; cannot make it {to.value}"
+                )
+            extra: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+            if to in FINAL_STATUSES:
+                extra["finished_at"] = now
+            conn.execute(
+                update(t.invocations)
+                .where(inv_c.invocation_id == invocation_id)
+                .values(status=to, **extra, **(values or {}))
+            )
+            if to is Status.terminated:
+                conn.execute(
+                    update(t.runs)
+                    .where(t.runs.c.invocation_id == invocation_id)
+                    .where(t.runs.c.status == Status.running)
+                    .values(status=Status.terminated, finished_at=now)
+                )
+        return self.get_invocation(invocation_id, runs=False)
+
+    def terminate_unfinished(self, test_id: str, reason: str) -> int:
+        """Mark every queued or running invocation of a test terminated (a cancelled test)."""
+        inv_c = t.invocations.c
+        now = utcnow()
+        with self.engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(inv_c.invocation_id)
+                    .where(inv_c.test_id == test_id)
+                    .where(inv_c.status.in_([Status.queued, Status.running]))
+                ).scalars()
+            )
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                conn.execute(
+                    update(t.invocations)
+                    .where(inv_c.invocation_id.in_(chunk))
+                    .values(
+                        status=Status.terminated,
+                        finished_at=now,
+                        error_type="Cancelled",
+                        error_message=reason,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+                conn.execute(
+                    update(t.runs)
+                    .where(t.runs.c.invocation_id.in_(chunk))
+                    .where(t.runs.c.status == Status.running)
+                    .values(status=Status.terminated, finished_at=now)
+                )
+        return len(ids)
+
+    # ------------------------------------------------------------------ grading
+
+    def record_grading(
+        self, invocation_id: str, scores: list[StandardScore], invocation: dict[str, Any]
+    ) -> None:
+        """Add a (re)grading: new score rows, earlier ones kept; the invocation shows the latest."""
+        with self.engine.begin() as conn:
+            if scores:
+                conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
+            conn.execute(
+                update(t.invocations)
+                .where(t.invocations.c.invocation_id == invocation_id)
+                .values(**invocation)
+            )
+
+    def add_generations(self, generations: list[Generation]) -> None:
+        if generations:
+            with self.engine.begin() as conn:
+                conn.execute(insert(t.generations), [_row(g, t.generations) for g in generations])
+
+    def scores_for(self, invocation_id: str) -> list[StandardScore]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.scores)
+                .where(t.scores.c.invocation_id == invocation_id)
+                .order_by(t.scores.c.score_id)
+            ).all()
+        return [StandardScore.model_validate(r._mapping) for r in rows]
+
+    def judge_cost(self, invocation_id: str, run_id: str | None = None) -> list[float | None]:
+        query = select(t.generations.c.cost_usd).where(
+            t.generations.c.invocation_id == invocation_id, t.generations.c.role == "judge"
+        )
+        if run_id:
+            query = query.where(t.generations.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    # ------------------------------------------------------------------ drafts
+
+    def save_draft(self, draft: Draft) -> Draft:
+        draft.updated_at = utcnow()
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(t.drafts.c.draft_id).where(t.drafts.c.draft_id == draft.draft_id)
+            ).first()
+            if exists:
+                conn.execute(
+                    update(t.drafts)
+                    .where(t.drafts.c.draft_id == draft.draft_id)
+                    .values(_row(draft, t.drafts))
+                )
+            else:
+                conn.execute(insert(t.drafts).values(_row(draft, t.drafts)))
+        return draft
+
+    def get_draft(self, draft_id: str) -> Draft:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.drafts).where(t.drafts.c.draft_id == draft_id)).first()
+        if row is None:
+            raise NotFound(f"draft {draft_id!r} not found")
+        return Draft.model_validate(row._mapping)
+
+    def list_drafts(self, test_id: str) -> list[Draft]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.drafts)
+                .where(t.drafts.c.test_id == test_id)
+                .order_by(t.drafts.c.created_at)
+            ).all()
+        return [Draft.model_validate(r._mapping) for r in rows]
+
+    def delete_draft(self, draft_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(t.drafts.delete().where(t.drafts.c.draft_id == draft_id))

@@ -1,0 +1,95 @@
+"""The registry of standard kinds: a kind name -> (params model, grading function).
+
+A kind is registered with the `standard_kind` decorator, Inspect-style:
+
+    class ExactParams(KindParams):
+        case_sensitive: bool = False
+
+    @standard_kind("exact", ExactParams)
+    def exact(ctx: GradingContext, params: ExactParams) -> StandardOutcome: ...
+
+Rubric files name kinds by string, and each standard's `params` is validated against the kind's
+params model when the rubric is loaded, so a typo fails before any model is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from rubrics._context import GradingContext
+from rubrics._outcome import StandardOutcome
+
+P = TypeVar("P", bound=BaseModel)
+GradeFn = Callable[[GradingContext, Any], StandardOutcome]
+F = TypeVar("F", bound=GradeFn)
+
+
+class KindParams(BaseModel):
+    """Base for a kind's params: unknown keys are errors, as everywhere in user-written files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class StandardKind:
+    """A registered kind: its name, params model, grading function and one-line description."""
+
+    name: str
+    params: type[BaseModel]
+    fn: GradeFn
+    description: str
+
+
+class UnknownKind(KeyError):
+    """A kind name nobody registered. The message lists the known kinds."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else "unknown standard kind"
+
+
+_KINDS: dict[str, StandardKind] = {}
+
+
+def standard_kind(name: str, params: type[P]) -> Callable[[F], F]:
+    """Register a grading function `fn(ctx, params) -> StandardOutcome` under `name`.
+
+    `params` must forbid extra fields (subclass `KindParams`), so misspelt params in a rubric
+    are reported rather than silently ignored. The function is returned unchanged.
+    """
+    if params.model_config.get("extra") != "forbid":
+        raise TypeError(f"params model of kind {name!r} must forbid extra fields (KindParams)")
+
+    def register(fn: F) -> F:
+        existing = _KINDS.get(name)
+        if existing is not None and _qualname(existing.fn) != _qualname(fn):
+            raise ValueError(
+                f"standard kind {name!r} is already registered by {_qualname(existing.fn)}"
+            )
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _KINDS[name] = StandardKind(name, params, fn, doc[0] if doc else "")
+        return fn
+
+    return register
+
+
+def get_kind(name: str) -> StandardKind:
+    """The registered kind `name`; `UnknownKind` (a KeyError) listing the known ones otherwise."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise UnknownKind(
+            f"unknown standard kind {name!r}; known kinds: {', '.join(kinds())}"
+        ) from None
+
+
+def kinds() -> list[str]:
+    """Names of all registered kinds, sorted."""
+    return sorted(_KINDS)
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

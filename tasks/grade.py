@@ -1,0 +1,185 @@
+"""Grade one run's output against the test's rubric: a score per standard, weighted overall.
+
+Used by `run-invocation` right after the model answers, and by `glow regrade` on recorded traces
+(no model is called again, only the judge when the rubric has llm_judge standards).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from glow.errors import SpecError
+from glow.llm import CallOptions, ModelCallError, call_model
+from glow.models import (
+    Generation,
+    ModelSpec,
+    Rubric,
+    Scenario,
+    StandardScore,
+    Status,
+    TraceEvent,
+    known_sum,
+)
+from glow.store import Store
+from rubrics import GradingContext, current_standard, grade, load_rubric
+
+
+@dataclass
+class GradingResult:
+    """Everything a grading pass produced, ready for the store."""
+
+    scores: list[StandardScore]
+    score: float | None
+    passed: bool | None
+    per_standard: dict[str, float]
+    events: list[TraceEvent] = field(default_factory=list)
+    generations: list[Generation] = field(default_factory=list)
+
+    @property
+    def judge_cost_usd(self) -> float | None:
+        return known_sum(g.cost_usd for g in self.generations)
+
+
+def grade_run(
+    *,
+    rubric: Rubric,
+    scenario: Scenario,
+    output: str | None,
+    trace: list[TraceEvent],
+    test_id: str,
+    invocation_id: str,
+    run_id: str,
+    judge: ModelSpec | None,
+    options: CallOptions | None = None,
+) -> GradingResult:
+    """Grade, calling the judge (if any) through litellm and recording its cost and trace."""
+    events: list[TraceEvent] = []
+    generations: list[Generation] = []
+
+    def call_judge(messages: list[dict[str, Any]]) -> str:
+        if judge is None:
+            raise RuntimeError("this rubric needs a judge model; add `judge:` to the test")
+        standard = current_standard()
+        try:
+            reply = call_model(judge, messages, options=options)
+        except ModelCallError as exc:
+            for event in exc.events:
+                event.kind = "grading"
+            events.extend(exc.events)
+            raise
+        for event in reply.events:
+            event.kind = "grading"
+            event.name = f"{standard}: {judge.name}" if standard else judge.name
+        events.extend(reply.events)
+        generations.append(
+            Generation(
+                test_id=test_id,
+                invocation_id=invocation_id,
+                run_id=run_id,
+                role="judge",
+                model=judge.name,
+                litellm_model=judge.model,
+                provider=judge.provider,
+                standard=standard,
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                cost_usd=reply.cost_usd,
+                latency_s=reply.latency_s,
+            )
+        )
+        return reply.text
+
+    ctx = GradingContext(scenario=scenario, output=output, trace=trace, call_judge=call_judge)
+    result = grade(rubric, ctx)
+    grading_id = str(uuid.uuid4())
+    scores = [
+        StandardScore(
+            invocation_id=invocation_id,
+            run_id=run_id,
+            grading_id=grading_id,
+            rubric=rubric.name,
+            rubric_version=rubric.version,
+            standard=s.name,
+            kind=s.kind,
+            weight=s.weight,
+            score=s.score,
+            passed=s.passed,
+            rationale=s.rationale,
+        )
+        for s in result.standards
+    ]
+    events.append(
+        TraceEvent(
+            kind="grading",
+            name=rubric.label,
+            content={
+                "score": result.score,
+                "passed": result.passed,
+                "standards": {
+                    s.name: {"score": s.score, "passed": s.passed, "why": s.rationale}
+                    for s in result.standards
+                },
+            },
+        )
+    )
+    return GradingResult(
+        scores=scores,
+        score=result.score,
+        passed=result.passed,
+        per_standard={s.name: s.score for s in result.standards},
+        events=events,
+        generations=generations,
+    )
+
+
+def regrade_test(
+    store: Store,
+    test_id: str,
+    rubric_ref: str,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Grade every completed invocation's latest recorded run again with another rubric.
+
+    No model under test is called. Earlier score rows stay; the new ones carry the new rubric's
+    name and version, and the invocation and test now show the latest grading.
+    """
+    from tasks.run_invocation import context_for
+
+    ctx = context_for(test_id, store)
+    rubric = load_rubric(rubric_ref, base_dir=ctx.loaded.base_dir)
+    judge = ctx.loaded.spec.judge
+    if judge is None and any(s.kind == "llm_judge" for s in rubric.standards):
+        raise SpecError(f"rubric {rubric.label} has llm_judge standards but test {test_id} "
+                        "has no judge model")
+    completed = store.list_invocations(test_id, status=Status.completed)
+    options = ctx.options(judge) if judge else None
+    for done, inv in enumerate(completed, start=1):
+        run = store.get_invocation(inv.invocation_id).runs[-1]
+        result = grade_run(
+            rubric=rubric, scenario=ctx.scenarios[inv.scenario_id], output=run.output,
+            trace=run.trace, test_id=test_id, invocation_id=inv.invocation_id,
+            run_id=run.run_id, judge=judge, options=options,
+        )
+        store.add_generations(result.generations)
+        judge_cost = known_sum(store.judge_cost(inv.invocation_id))
+        store.record_grading(
+            inv.invocation_id,
+            result.scores,
+            {
+                "scores": result.per_standard,
+                "score": result.score,
+                "passed": result.passed,
+                "rubric": rubric.label,
+                "judge_cost_usd": judge_cost,
+                "cost_usd": known_sum([inv.model_cost_usd, judge_cost]),
+            },
+        )
+        if on_progress:
+            on_progress(done, len(completed))
+    store.update_test(test_id, rubric=rubric)
+    ctx.loaded.rubric = rubric
+    return len(completed)
