@@ -25,8 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| tee`) gets a wide fixed width so tables are not squeezed to 80.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 QUICKSTART = Path("data/tests/quickstart.yaml")
 
@@ -76,8 +77,8 @@ def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
             str(row["model"]),
             str(row["agent"]),
             str(row["n"]),
-            str(row["n_completed"]),
-            str(row["n_failed"]),
+            str(row["completed"]),
+            str(row["failed"]),
             _num(row.get("mean_score")),
             ci,
             _num(row.get("pass_rate"), ".1%"),
@@ -98,7 +99,7 @@ def print_summary(summary: dict[str, Any], paths: dict[str, Any]) -> None:
             "`prices:` to the model in the test file[/]"
         )
     for name, path in paths.items():
-        console.print(f"  {name}: {path}", highlight=False)
+        console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -131,8 +132,21 @@ def _run_flow(path: Path, resume: str | None) -> None:
         TimeRemainingColumn,
     )
 
+    from glow.prefect_server import embedded_prefect
+    from glow.settings import get_settings
+
     _quiet_prefect()
-    console.print("[dim]starting Prefect (the first start of an embedded server takes ~15 s)[/]")
+    log_path = get_settings().data_dir / "prefect-server.log"
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print(f"[dim]starting an embedded Prefect server (~15 s; log: {log_path})[/]")
+    with embedded_prefect(log_path):
+        _run_flow_on_prefect(path, resume)
+
+
+def _run_flow_on_prefect(path: Path, resume: str | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
     from flows.run_test import run_test
     from glow import progress
 

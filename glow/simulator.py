@@ -742,13 +742,16 @@ def run_in_thread(
     sock = _bind(host, port)
     server = _server(app)
     ready = threading.Event()
-    thread = threading.Thread(
-        target=lambda: asyncio.run(_serve(server, sock, ready.set)),
-        name="glow-simulator",
-        daemon=True,
-    )
+
+    def target() -> None:
+        try:
+            asyncio.run(_serve(server, sock, ready.set))
+        finally:
+            ready.set()  # also on a failed start, so the caller does not wait the full timeout
+
+    thread = threading.Thread(target=target, name="glow-simulator", daemon=True)
     thread.start()
-    if not ready.wait(startup_timeout):
+    if not ready.wait(startup_timeout) or not server.started:
         server.should_exit = True
         sock.close()
         raise RuntimeError(f"simulator did not start within {startup_timeout}s")
@@ -837,7 +840,10 @@ class SimulatorProcess:
         )
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.process.stderr, None), daemon=True).start()
+        stderr_pump = threading.Thread(
+            target=self._pump, args=(self.process.stderr, None), daemon=True
+        )
+        stderr_pump.start()
         deadline = time.monotonic() + self.startup_timeout
         while True:
             try:
@@ -850,6 +856,7 @@ class SimulatorProcess:
                 ) from None
             if line is None:  # stdout closed: the process died
                 code = self.process.wait()
+                stderr_pump.join(2.0)
                 raise RuntimeError(f"simulator exited with {code}:\n{self.stderr_tail()}")
             if line.startswith(URL_PREFIX):
                 self.url = line[len(URL_PREFIX) :].strip()

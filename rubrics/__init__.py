@@ -8,7 +8,7 @@ A rubric file lives directly in this folder (`rubrics/<name>.yaml`) or anywhere 
     pass_threshold: 0.5          # overall weighted score at or above which a run passes
     standards:
       - name: exact
-        kind: exact              # a registered standard kind (see `kinds()`)
+        kind: exact              # a registered standard kind (see `list_kinds()`)
         weight: 1                # share of the overall score
         threshold: 1.0           # the standard passes at or above this score
         description: Matches a reference after normalising case and spacing.
@@ -39,7 +39,8 @@ from rubrics._loader import (
 )
 from rubrics._outcome import StandardOutcome
 from rubrics._params import CATEGORIES_KEY
-from rubrics._registry import KindParams, StandardKind, UnknownKind, get_kind, kinds, standard_kind
+from rubrics._registry import KindParams, StandardKind, UnknownKind, get_kind, standard_kind
+from rubrics._registry import kinds as list_kinds  # `rubrics.kinds` is the subpackage
 
 __all__ = [
     "CATEGORIES_KEY",
@@ -55,7 +56,7 @@ __all__ = [
     "current_standard",
     "get_kind",
     "grade",
-    "kinds",
+    "list_kinds",
     "list_rubrics",
     "load_rubric",
     "load_rubric_file",

@@ -94,23 +94,9 @@ def grade_run(
 
     ctx = GradingContext(scenario=scenario, output=output, trace=trace, call_judge=call_judge)
     result = grade(rubric, ctx)
-    grading_id = str(uuid.uuid4())
-    scores = [
-        StandardScore(
-            invocation_id=invocation_id,
-            run_id=run_id,
-            grading_id=grading_id,
-            rubric=rubric.name,
-            rubric_version=rubric.version,
-            standard=s.name,
-            kind=s.kind,
-            weight=s.weight,
-            score=s.score,
-            passed=s.passed,
-            rationale=s.rationale,
-        )
-        for s in result.standards
-    ]
+    scores = result.standard_scores(
+        invocation_id=invocation_id, run_id=run_id, grading_id=str(uuid.uuid4())
+    )
     events.append(
         TraceEvent(
             kind="grading",
@@ -129,7 +115,7 @@ def grade_run(
         scores=scores,
         score=result.score,
         passed=result.passed,
-        per_standard={s.name: s.score for s in result.standards},
+        per_standard=result.scores,
         events=events,
         generations=generations,
     )

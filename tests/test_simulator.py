@@ -23,8 +23,8 @@ from glow.models import Scenario, TestSpec  # noqa: E402
 from glow.simulator import (  # noqa: E402
     NO_IMAGE_REPLY,
     Profile,
-    SimulatorProcess,
     Simulator,
+    SimulatorProcess,
     parse_judge_prompt,
     parse_profile,
     resolve_profiles,
@@ -33,6 +33,9 @@ from glow.simulator import (  # noqa: E402
     token_f1,
 )
 from glow.tools import calculator  # noqa: E402
+
+# litellm's own TypedDicts make pydantic warn on first use; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "data" / "scenarios" / "quickstart.jsonl"

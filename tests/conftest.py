@@ -1,0 +1,60 @@
+"""Shared fixtures: one Prefect test server, one model simulator, a fresh store per test.
+
+Real parts only: Prefect's own `prefect_test_harness` (a temporary server, started once per
+session because it takes ~20 s), the bundled OpenAI-compatible simulator over real HTTP on
+127.0.0.1 (the only fake: there is no model provider offline), and a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_KEY = "sk-glowtest-FAKEKEY-0123456789abcdef"
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ["GLOW_SIM_API_KEY"] = FAKE_KEY
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[object]:
+    from glow.simulator import SimulatorProcess
+
+    with SimulatorProcess(scenarios=[ROOT / "data" / "scenarios"]) as sim:
+        os.environ["GLOW_SIMULATOR_URL"] = sim.url
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A temporary Prefect server for the whole session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def glow_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh SQLite store and results folder for one test, through GLOW_* settings."""
+    from glow.settings import get_settings
+
+    monkeypatch.setenv("GLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'glow.db'}")
+    monkeypatch.setenv("GLOW_RESULTS_DIR", str(tmp_path / "results"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def store(glow_env: Path) -> object:
+    from glow.store import Store
+
+    return Store.from_settings()
