@@ -90,9 +90,9 @@ def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
 
 def print_summary(summary: dict[str, Any], paths: dict[str, Any]) -> None:
     console.print(f"[bold]Total cost:[/] {_money(summary.get('total_cost_usd'))}")
-    for model, cost in (summary.get("cost_by_model") or {}).items():
+    for model, cost in (summary.get("by_model") or {}).items():
         console.print(f"  {model}: {_money(cost)}")
-    unknown = summary.get("unknown_cost_models") or []
+    unknown = summary.get("cost_unknown_models") or []
     if unknown:
         console.print(
             f"[yellow]cost unknown for {', '.join(unknown)}: no price in litellm's map; add "

@@ -399,8 +399,8 @@ def _level(
     out["latency_p50_s"] = latency[0.5]
     out["latency_p95_s"] = latency[0.95]
     if epochs > 1:
-        graded = work.loc[work["passed"].notna(), keys + ["passed"]]
-        graded["scenario_id"] = inv.loc[graded.index, "scenario_id"]
+        graded = work.loc[work["passed"].notna(), [*keys, "passed"]]
+        graded = graded.assign(scenario_id=inv["scenario_id"])  # aligned on the row index
         out["pass_at_k"] = _pass_at_k(graded, keys, epochs)
     else:
         out["pass_at_k"] = np.nan

@@ -83,7 +83,7 @@ def cost_markdown(built: BuiltResults) -> str:
         "",
         "| model | cost |",
         "|---|---|",
-        *[f"| {m} | {_money(c)} |" for m, c in (s.get("cost_by_model") or {}).items()],
+        *[f"| {m} | {_money(c)} |" for m, c in (s.get("by_model") or {}).items()],
         "",
         "| status | invocations |",
         "|---|---|",
@@ -91,10 +91,10 @@ def cost_markdown(built: BuiltResults) -> str:
         f"| skipped (modality) | {built.skipped} |",
         "",
     ]
-    if s.get("unknown_cost_models"):
+    if s.get("cost_unknown_models"):
         lines.append(
             "Cost is **unknown** (no price in litellm's map and none in the test) for: "
-            + ", ".join(s["unknown_cost_models"])
+            + ", ".join(s["cost_unknown_models"])
         )
         lines.append("")
     lines.append("Parquet files:")

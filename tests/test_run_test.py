@@ -174,7 +174,7 @@ def test_unknown_price_is_null_not_zero(glow_env: Path) -> None:
     inv_df = pd.read_parquet(result["paths"]["invocations"])
     assert inv_df["model_cost_usd"].isna().all()
     assert result["summary"]["total_cost_usd"] is None
-    assert "sim-strong" in result["summary"]["unknown_cost_models"]
+    assert "sim-strong" in result["summary"]["cost_unknown_models"]
 
 
 def test_regrade_keeps_earlier_scores(glow_env: Path, simulator: Any) -> None:
