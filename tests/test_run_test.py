@@ -195,3 +195,57 @@ def test_regrade_keeps_earlier_scores(glow_env: Path, simulator: Any) -> None:
     assert rows[: len(old)] == old
     assert {r.rubric for r in rows[len(old):]} == {"exact_answer"}
     assert store.get_invocation(inv.invocation_id).rubric.startswith("exact_answer@")
+
+
+def _readme_python() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_pandas_example_runs(
+    glow_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from flows.run_test import run_test
+
+    run_test(path=str(write_test(glow_env)))
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "results").symlink_to(glow_env / "results")
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    exec(compile(_readme_python(), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "sim-strong" in out and "mean_score" in out and "judge" in out
+
+
+def test_quickstart_command_end_to_end(
+    glow_env: Path, prefect_server: str, simulator: Any
+) -> None:
+    """`glow run data/tests/quickstart.yaml` as a user runs it, then `--resume` calls nothing."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "COLUMNS": "200"}
+    command = [sys.executable, "-m", "glow.cli", "run", "data/tests/quickstart.yaml"]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
+                           timeout=600)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert "Traceback" not in output and "ERROR" not in output
+    assert "sim-strong" in output and "sim-fast" in output and "Total cost" in output
+    test_id = re.search(r"test_id:\s+(\S+)", output).group(1)
+    results = glow_env / "results" / test_id
+    assert {p.name for p in results.glob("*.parquet")} == {
+        "invocations.parquet", "generations.parquet", "aggregated.parquet"}
+    agg = pd.read_parquet(results / "aggregated.parquet")
+    overall = agg[agg["category"] == "*"].set_index("model")["mean_score"]
+    assert overall["sim-strong"] > overall["sim-fast"]
+
+    calls = total_requests(sim_stats(simulator))
+    again = subprocess.run([*command, "--resume", test_id], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert total_requests(sim_stats(simulator)) == calls
+    pd.testing.assert_frame_equal(agg, pd.read_parquet(results / "aggregated.parquet"))
