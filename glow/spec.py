@@ -246,11 +246,39 @@ def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
 
 
 def preflight(loaded: LoadedTest) -> None:
-    """Checks that need the environment: every key env var a model names must be set."""
-    models = list(loaded.spec.models) + ([loaded.spec.judge] if loaded.spec.judge else [])
-    for model in models:
+    """Checks that need the environment and litellm, still before any model call.
+
+    Every key env var a model names must be set; litellm must know each model's provider; a
+    judge must be a model litellm knows, or a custom endpoint (api_base) - a judge that does not
+    exist would otherwise zero every judged score at run time.
+    """
+    from glow.llm import litellm
+
+    lib = litellm()
+    where = _where(loaded.path)
+    named = [(f"models[{i}]", m) for i, m in enumerate(loaded.spec.models)]
+    if loaded.spec.judge:
+        named.append(("judge", loaded.spec.judge))
+    for field_path, model in named:
         if model.api_key_env and not os.environ.get(model.api_key_env):
             raise SpecError(
-                f"{_where(loaded.path)}: model {model.name!r}: environment variable "
+                f"{where}: {field_path}: model {model.name!r}: environment variable "
                 f"{model.api_key_env} (api_key_env) is not set"
             )
+        try:
+            lib.get_llm_provider(model.model)
+        except Exception:  # noqa: BLE001 - litellm raises its BadRequestError for unknown ones
+            raise SpecError(
+                f"{where}: {field_path}.model: litellm does not know the provider of "
+                f"{model.model!r}; write it as provider/model, e.g. openai/gpt-4o-mini"
+            ) from None
+        if field_path == "judge" and model.api_base is None and not _known_model(lib, model.model):
+            raise SpecError(
+                f"{where}: judge.model: {model.model!r} is not a model litellm knows; use a "
+                "known judge model, or give api_base for a custom endpoint"
+            )
+
+
+def _known_model(lib: Any, model: str) -> bool:
+    bare = model.split("/", 1)[-1]
+    return model in lib.model_cost or bare in lib.model_cost

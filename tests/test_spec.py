@@ -138,3 +138,21 @@ def test_missing_key_env_var_is_refused_up_front(tmp_path: Path) -> None:
     loaded = load_test(write(tmp_path, base(models=[{**MODEL, "api_key_env": "NO_SUCH_KEY_X"}])))
     with pytest.raises(SpecError, match="NO_SUCH_KEY_X"):
         preflight(loaded)
+
+
+@pytest.mark.parametrize(
+    ("field", "model", "expected"),
+    [
+        ("models", {**MODEL, "model": "nosuchprovider/x"}, "models[0].model: litellm does not"),
+        ("judge", {"name": "j", "model": "openai/no-such-judge-9"}, "judge.model: 'openai/no-such"),
+    ],
+)
+def test_unknown_models_are_refused_before_any_call(
+    tmp_path: Path, field: str, model: dict[str, Any], expected: str
+) -> None:
+    from glow.spec import preflight
+
+    spec = base(models=[model]) if field == "models" else base(judge=model)
+    loaded = load_test(write(tmp_path, spec))
+    with pytest.raises(SpecError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        preflight(loaded)
