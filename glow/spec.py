@@ -102,7 +102,7 @@ def interpolate_env(text: str, source: str) -> str:
         name, default = match.group(1), match.group(2)
         value = os.environ.get(name, default)
         if value is None:
-            raise SpecError(f"{source}: ${{{name}}} is used but the environment variable is not set")
+            raise SpecError(f"{source}: ${{{name}}} is used but that environment variable is unset")
         return value
 
     return _ENV_REF.sub(sub, text)
@@ -141,7 +141,9 @@ def resolve_path(ref: str, base_dir: Path) -> Path:
 def load_scenarios(ref: str, base_dir: Path) -> list[Scenario]:
     path = resolve_path(ref, base_dir)
     if not path.is_file():
-        raise SpecError(f"scenarios: file {ref!r} not found (looked in {Path.cwd()} and {base_dir})")
+        raise SpecError(
+            f"scenarios: file {ref!r} not found (looked in {Path.cwd()} and {base_dir})"
+        )
     scenarios: list[Scenario] = []
     if path.suffix == ".jsonl":
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -198,7 +200,9 @@ def _check_tools(spec: TestSpec, source: str) -> None:
             try:
                 import_object(ref)
             except (ImportError, AttributeError, ValueError) as exc:
-                raise SpecError(f"{source}: agents[{i}].tools[{j}]: cannot import {ref!r}: {exc}")
+                raise SpecError(
+                    f"{source}: agents[{i}].tools[{j}]: cannot import {ref!r}: {exc}"
+                ) from None
 
 
 def import_object(ref: str) -> Any:
