@@ -123,15 +123,6 @@ def run(
 
 
 def _run_flow(path: Path, resume: str | None) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from glow.prefect_server import embedded_prefect
     from glow.settings import get_settings
 
@@ -144,15 +135,26 @@ def _run_flow(path: Path, resume: str | None) -> None:
 
 
 def _run_flow_on_prefect(path: Path, resume: str | None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from flows.run_test import run_test
     from glow import progress
 
     bar = Progress(
-        TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[s]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("[bold]cells"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[s]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
     counts: dict[str, int] = {}
     task_id = bar.add_task("cells", total=None, s="")
