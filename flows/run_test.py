@@ -2,32 +2,47 @@
 
 Give it a test as a pydantic parameter (a form in the Prefect UI) or as a path to a test YAML.
 With `test_id` and `resume=True` it continues that test: completed cells are not called again.
-Concurrency is bounded twice: the test's `concurrency` caps the thread pool, and each model's
-`max_in_flight` caps its own calls inside it.
+
+All cells run on the flow's event loop: `concurrency` workers pull cells from a queue (so a
+10,000-cell test never holds 10,000 coroutines), each cell a `run-invocation` task run; each
+model's `max_in_flight` is enforced inside the call. Trace artifacts are posted in the background
+and flushed before the end.
+
+Cancelling works even for a test started with `glow run`, which no Prefect runner owns: the flow
+watches its own state and, once it reads Cancelling, abandons the in-flight calls, marks every
+unfinished invocation terminated, rebuilds the results from what completed, and ends Cancelled.
+For deployment runs, whose process the runner kills, the `on_cancellation` hook does the same
+bookkeeping from the runner's side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.states import Cancelled
 
 from glow import progress
-from glow.models import Status, TestSpec, slugify
+from glow.artifacts import ArtifactPublisher
+from glow.models import Cell, Status, TestSpec, slugify, utcnow
 from glow.planning import create_or_resume
 from glow.spec import load_test, preflight, resolve_test
 from glow.store import Store
-from tasks.aggregate import aggregate
+from glow.store.store import LeaseHeld
+from tasks.aggregate import aggregate, build_results
 from tasks.run_invocation import TestContext, register_context, run_invocation
 
 PROGRESS_EVERY_S = 2.0
+STATE_POLL_S = 1.0
+MAX_LEASE_WAIT_S = 90.0
 
 
 def _run_name() -> str:
@@ -38,13 +53,100 @@ def _run_name() -> str:
     return slugify(f"test-{name or Path(params.get('path') or 'inline').stem}")
 
 
-@flow(name="run-test", flow_run_name=_run_name, log_prints=True)
-def run_test(
+def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    """Runner-side bookkeeping when a deployment run is cancelled (its process was killed)."""
+    store = Store.from_settings()
+    test_id = store.test_for_flow_run(str(flow_run.id))
+    if test_id:
+        finish_cancelled(store, test_id)
+
+
+def finish_cancelled(store: Store, test_id: str) -> None:
+    """No invocation left running or queued; results rebuilt from what completed."""
+    store.terminate_unfinished(test_id, "the test was cancelled")
+    store.update_test(test_id, status="cancelled")
+    build_results(store, test_id)
+
+
+class _Cancelled(Exception):
+    """The flow run was cancelled from Prefect (UI or API)."""
+
+
+async def _watch_state(flow_run_id: str | None, workers: list[asyncio.Task[None]]) -> None:
+    """Poll this flow run's state; on Cancelling, cancel the workers (and their calls)."""
+    if flow_run_id is None:
+        return
+    async with get_client() as client:
+        while True:
+            await asyncio.sleep(STATE_POLL_S)
+            try:
+                state = (await client.read_flow_run(flow_run_id)).state
+            except Exception:  # noqa: BLE001, S112 - the server may blink; keep watching
+                continue
+            if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                for worker in workers:
+                    worker.cancel()
+                return
+
+
+async def _run_cells(todo: list[Cell], concurrency: int, on_done: Any) -> None:
+    queue: asyncio.Queue[Cell] = asyncio.Queue()
+    for cell in todo:
+        queue.put_nowait(cell)
+    waited: set[str] = set()
+
+    async def run_one(cell: Cell) -> str:
+        child = asyncio.create_task(run_invocation(cell))
+        try:
+            return str(await child)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the test is being cancelled
+            return "terminated"  # only this cell was terminated
+
+    async def worker() -> None:
+        while not queue.empty():
+            cell = queue.get_nowait()
+            try:
+                status = await run_one(cell)
+            except LeaseHeld as held:
+                # Another runner held this cell (or a dead one whose lease has not run out):
+                # wait for the lease once, then try again; a live runner keeps renewing it.
+                wait = (held.expires_at.replace(tzinfo=UTC) - utcnow()).total_seconds()
+                if wait <= MAX_LEASE_WAIT_S and cell.invocation_id not in waited:
+                    waited.add(cell.invocation_id)
+                    await asyncio.sleep(max(wait, 0) + 0.5)
+                    queue.put_nowait(cell)
+                    continue
+                status = "held-elsewhere"
+            except Exception:  # noqa: BLE001 - a crashed task run must not stop the others
+                status = "crashed"
+            on_done(status)
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)) or 1)]
+    flow_ctx = FlowRunContext.get()
+    flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
+    watcher = asyncio.create_task(_watch_state(flow_run_id, workers))
+    try:
+        results = await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        watcher.cancel()
+    if any(isinstance(r, asyncio.CancelledError) for r in results):
+        raise _Cancelled
+
+
+@flow(
+    name="run-test",
+    flow_run_name=_run_name,
+    log_prints=True,
+    on_cancellation=[_on_cancellation],
+)
+async def run_test(
     test: TestSpec | None = None,
     path: str | None = None,
     test_id: str | None = None,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> Any:
     """Run a benchmark test end to end and return its id, counts and result files."""
     if (test is None) == (path is None):
         raise ValueError("give exactly one of `test` (a test spec) or `path` (a test YAML file)")
@@ -53,33 +155,46 @@ def run_test(
     preflight(loaded)
     record, plan = create_or_resume(store, loaded, test_id, resume=resume)
     test_id = record.test_id
-    register_context(TestContext(test_id, loaded, store))
-    run_ctx = FlowRunContext.get()
-    flow_run_id = str(run_ctx.flow_run.id) if run_ctx and run_ctx.flow_run else None
+    publisher = ArtifactPublisher()
+    register_context(TestContext(test_id, loaded, store, publisher=publisher))
+    flow_ctx = FlowRunContext.get()
+    flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
     store.update_test(test_id, status="running", flow_run_id=flow_run_id)
 
     done_ids = {i.invocation_id for i in store.list_invocations(test_id, status=Status.completed)}
     todo = [c for c in plan if c.invocation_id not in done_ids]
     total, done = len(plan), len(plan) - len(todo)
     print(f"test {test_id}: {total} cells, {len(todo)} to run, {len(record.skipped)} skipped")
-    progress_id = create_progress_artifact(
+    progress_id = await acreate_progress_artifact(
         progress=100.0 * done / max(total, 1), key="progress", description=f"cells of {test_id}"
     )
     progress.emit(done, total, "running")
-
     last_update = time.monotonic()
-    with ThreadPoolTaskRunner(max_workers=loaded.spec.concurrency) as runner:
-        futures = [runner.submit(run_invocation, {"cell": cell}) for cell in todo]
-        for future in as_completed(futures):
-            done += 1
-            outcome = future.result(raise_on_failure=False)
-            status = outcome.get("status", "failed") if isinstance(outcome, dict) else "crashed"
-            progress.emit(done, total, status)
-            if time.monotonic() - last_update >= PROGRESS_EVERY_S or done == total:
-                update_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
-                last_update = time.monotonic()
+    pending_updates: set[asyncio.Task[Any]] = set()
 
-    built = aggregate(test_id)
+    def on_done(status: str) -> None:
+        nonlocal done, last_update
+        done += 1
+        progress.emit(done, total, status)
+        if time.monotonic() - last_update >= PROGRESS_EVERY_S:
+            last_update = time.monotonic()
+            update = asyncio.create_task(
+                aupdate_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
+            )
+            pending_updates.add(update)
+            update.add_done_callback(pending_updates.discard)
+
+    try:
+        await _run_cells(todo, loaded.spec.concurrency, on_done)
+    except _Cancelled:
+        await publisher.flush()
+        await asyncio.to_thread(finish_cancelled, store, test_id)
+        print(f"test {test_id} cancelled: unfinished invocations are terminated")
+        return Cancelled(message=f"test {test_id} cancelled")
+    await publisher.flush()
+    await asyncio.gather(*pending_updates, return_exceptions=True)
+    await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
+    built = await aggregate(test_id)
     store.update_test(test_id, status="completed")
     return {
         "test_id": test_id,
@@ -89,7 +204,12 @@ def run_test(
     }
 
 
+def run_test_sync(**parameters: Any) -> Any:
+    """Run the flow from synchronous code (the CLI, tests)."""
+    return asyncio.run(run_test(**parameters))
+
+
 if __name__ == "__main__":
     import sys
 
-    print(run_test(path=sys.argv[1]))
+    print(run_test_sync(path=sys.argv[1]))

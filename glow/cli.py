@@ -144,7 +144,7 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> None:
         TimeRemainingColumn,
     )
 
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
     from glow import progress
 
     bar = Progress(

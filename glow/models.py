@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -181,7 +182,7 @@ class TestSpec(SpecModel):
 
     name: str
     description: str | None = None
-    scenarios: str | list[Scenario] = Field(description="A .jsonl/.yaml file under data/, or inline.")
+    scenarios: str | list[Scenario] = Field(description="A .jsonl/.yaml file, or inline.")
     models: list[ModelSpec] = Field(min_length=1)
     agents: list[AgentSpec] = Field(default_factory=lambda: [AgentSpec()])
     rubric: str = Field(description="A rubric name under rubrics/ or a path to a rubric YAML.")

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GLOW_", extra="ignore")
 
-    data_dir: Path = Field(Path("data"), description="Where scenario files, images and results live.")
+    data_dir: Path = Field(Path("data"), description="Scenario files, images, store, results.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the store; default sqlite:///<data_dir>/glow.db."
     )

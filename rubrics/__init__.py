@@ -38,7 +38,7 @@ from rubrics._loader import (
     validate_rubric,
 )
 from rubrics._outcome import StandardOutcome
-from rubrics._params import CATEGORIES_KEY
+from rubrics._params import CATEGORIES_KEY, applies_to
 from rubrics._registry import KindParams, StandardKind, UnknownKind, get_kind, standard_kind
 from rubrics._registry import kinds as list_kinds  # `rubrics.kinds` is the subpackage
 
@@ -53,6 +53,7 @@ __all__ = [
     "StandardOutcome",
     "StandardResult",
     "UnknownKind",
+    "applies_to",
     "current_standard",
     "get_kind",
     "grade",

@@ -6,12 +6,13 @@ whether the test just ran, was resumed, regraded, cancelled or changed through t
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from glow import results
@@ -102,21 +103,21 @@ def cost_markdown(built: BuiltResults) -> str:
     return "\n".join(lines)
 
 
-def publish(built: BuiltResults) -> None:
+async def publish(built: BuiltResults) -> None:
     """The leaderboard as a table artifact, the cost totals as markdown."""
-    create_table_artifact(
+    await acreate_table_artifact(
         key="leaderboard",
         table=built.leaderboard,
         description=f"Leaderboard of test {built.test_id}",
     )
-    create_markdown_artifact(
+    await acreate_markdown_artifact(
         key="results-summary", markdown=cost_markdown(built), description="Cost totals and files"
     )
 
 
 @task(name="aggregate", cache_policy=NO_CACHE, persist_result=False)
-def aggregate(test_id: str) -> dict[str, Any]:
+async def aggregate(test_id: str) -> dict[str, Any]:
     """Rebuild AggregatedResults and publish the leaderboard and cost artifacts."""
-    built = build_results(Store.from_settings(), test_id)
-    publish(built)
+    built = await asyncio.to_thread(build_results, Store.from_settings(), test_id)
+    await publish(built)
     return {"paths": {k: str(v) for k, v in built.paths.items()}, "summary": built.summary}

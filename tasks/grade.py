@@ -6,13 +6,14 @@ Used by `run-invocation` right after the model answers, and by `glow regrade` on
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from glow.errors import SpecError
-from glow.llm import CallOptions, ModelCallError, call_model
+from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
     Generation,
     ModelSpec,
@@ -24,7 +25,7 @@ from glow.models import (
     known_sum,
 )
 from glow.store import Store
-from rubrics import GradingContext, current_standard, grade, load_rubric
+from rubrics import GradingContext, applies_to, current_standard, grade, load_rubric
 
 
 @dataclass
@@ -43,7 +44,7 @@ class GradingResult:
         return known_sum(g.cost_usd for g in self.generations)
 
 
-def grade_run(
+async def grade_run(
     *,
     rubric: Rubric,
     scenario: Scenario,
@@ -55,16 +56,19 @@ def grade_run(
     judge: ModelSpec | None,
     options: CallOptions | None = None,
 ) -> GradingResult:
-    """Grade, calling the judge (if any) through litellm and recording its cost and trace."""
+    """Grade, calling the judge (if any) through litellm and recording its cost and trace.
+
+    Standard kinds are plain functions. When a judge may be needed, grading runs in a worker
+    thread and the judge's calls are sent back to this event loop, so the loop never blocks.
+    """
     events: list[TraceEvent] = []
     generations: list[Generation] = []
+    loop = asyncio.get_running_loop()
 
-    def call_judge(messages: list[dict[str, Any]]) -> str:
-        if judge is None:
-            raise RuntimeError("this rubric needs a judge model; add `judge:` to the test")
-        standard = current_standard()
+    async def ask_judge(messages: list[dict[str, Any]], standard: str | None) -> str:
+        assert judge is not None
         try:
-            reply = call_model(judge, messages, options=options)
+            reply = await acall_model(judge, messages, options=options)
         except ModelCallError as exc:
             for event in exc.events:
                 event.kind = "grading"
@@ -92,8 +96,17 @@ def grade_run(
         )
         return reply.text
 
+    def call_judge(messages: list[dict[str, Any]]) -> str:
+        if judge is None:
+            raise RuntimeError("this rubric needs a judge model; add `judge:` to the test")
+        future = asyncio.run_coroutine_threadsafe(ask_judge(messages, current_standard()), loop)
+        return future.result()
+
     ctx = GradingContext(scenario=scenario, output=output, trace=trace, call_judge=call_judge)
-    result = grade(rubric, ctx)
+    judged = any(
+        s.kind == "llm_judge" and applies_to(s, scenario.category) for s in rubric.standards
+    )
+    result = await asyncio.to_thread(grade, rubric, ctx) if judged else grade(rubric, ctx)
     scores = result.standard_scores(
         invocation_id=invocation_id, run_id=run_id, grading_id=str(uuid.uuid4())
     )
@@ -121,7 +134,7 @@ def grade_run(
     )
 
 
-def regrade_test(
+async def aregrade_test(
     store: Store,
     test_id: str,
     rubric_ref: str,
@@ -145,7 +158,7 @@ def regrade_test(
     options = ctx.options(judge) if judge else None
     for done, inv in enumerate(completed, start=1):
         run = store.get_invocation(inv.invocation_id).runs[-1]
-        result = grade_run(
+        result = await grade_run(
             rubric=rubric, scenario=ctx.scenarios[inv.scenario_id], output=run.output,
             trace=run.trace, test_id=test_id, invocation_id=inv.invocation_id,
             run_id=run.run_id, judge=judge, options=options,
@@ -169,3 +182,14 @@ def regrade_test(
     store.update_test(test_id, rubric=rubric)
     ctx.loaded.rubric = rubric
     return len(completed)
+
+
+def regrade_test(
+    store: Store,
+    test_id: str,
+    rubric_ref: str,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """`aregrade_test` for synchronous callers (the CLI)."""
+    return asyncio.run(aregrade_test(store, test_id, rubric_ref, on_progress=on_progress))

@@ -4,14 +4,18 @@ Mark the invocation running (a new run), drive the model (one call, or an agent 
 calls up to `max_turns`), record the trace, grade it, write everything in one transaction, and
 publish the trace as a Prefect markdown artifact `trace-<invocation-id>`. Errors end the
 invocation `failed` with the error kept; they never fail the Prefect task, so one bad cell never
-stops a benchmark.
+stops a benchmark. A terminated invocation (or a cancelled test) abandons its in-flight call at
+once: the cell's asyncio task is cancelled, its partial trace is kept and a late answer is
+discarded.
 
-`execute_invocation` is plain Python so the HTTP API and tests can run a cell without a flow;
-`run_invocation` is the Prefect task the `run-test` flow maps over the cells.
+`execute_invocation` is plain async Python (the API and tests can run a cell without a flow);
+`run_invocation` is the Prefect task the flows map over cells. All cells of a process share one
+event loop: a thread per in-flight call would cost more CPU than the calls themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -20,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.states import Cancelled
 
+from glow import cancel
+from glow.artifacts import ArtifactPublisher
 from glow.limits import model_slot
-from glow.llm import CallOptions, ModelCallError, call_model
+from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
     AgentSpec,
     Cell,
@@ -38,10 +45,13 @@ from glow.models import (
     known_sum,
     utcnow,
 )
+from glow.planning import invocation_for
 from glow.spec import LoadedTest, import_object, resolve_test
 from glow.store import RUNNABLE, Store
 from glow.trace import scenario_messages, tool_schema, trace_markdown
 from tasks.grade import grade_run
+
+LEASE_S = 60.0  # renewed every few seconds by glow.cancel's watcher while the cell runs
 
 
 @dataclass
@@ -53,6 +63,7 @@ class TestContext:
     test_id: str
     loaded: LoadedTest
     store: Store
+    publisher: ArtifactPublisher | None = None
     tools: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -102,9 +113,14 @@ def resolve_record(record: TestRecord) -> LoadedTest:
     return loaded
 
 
-def _agent_loop(
-    ctx: TestContext, model: ModelSpec, agent: AgentSpec, messages: list[dict[str, Any]],
-    run: Run, generations: list[Generation], inv: Invocation,
+async def _agent_loop(
+    ctx: TestContext,
+    model: ModelSpec,
+    agent: AgentSpec,
+    messages: list[dict[str, Any]],
+    run: Run,
+    generations: list[Generation],
+    test_id: str,
 ) -> str:
     """Call the model, run the tools it asks for, repeat up to max_turns; return the answer."""
     tools = {ref.rsplit(":", 1)[-1].rsplit(".", 1)[-1]: ctx.tool(ref) for ref in agent.tools}
@@ -112,12 +128,12 @@ def _agent_loop(
     options = ctx.options(model)
     answer = ""
     for turn in range(1, agent.max_turns + 1):
-        reply = call_model(model, messages, tools=schemas, options=options)
+        reply = await acall_model(model, messages, tools=schemas, options=options)
         run.trace.extend(reply.events)
         generations.append(
             Generation(
-                test_id=inv.test_id,
-                invocation_id=inv.invocation_id,
+                test_id=test_id,
+                invocation_id=run.invocation_id,
                 run_id=run.run_id,
                 model=model.name,
                 litellm_model=model.model,
@@ -142,94 +158,106 @@ def _agent_loop(
                 result = f"error: {type(exc).__name__}: {exc}"
             run.trace.append(TraceEvent(kind="tool_result", name=name, content=result))
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
-        # Between turns: keep the partial trace, and stop if the invocation was terminated.
-        ctx.store.save_trace(run)
-        if ctx.store.get_invocation(inv.invocation_id, runs=False).status is not Status.running:
-            break
     return answer
 
 
-def execute_invocation(
-    ctx: TestContext, invocation_id: str, *, allowed: frozenset[Status] = RUNNABLE
-) -> Invocation:
-    """Run one invocation to its end and return it as stored."""
-    inv = ctx.store.get_invocation(invocation_id, runs=False)
-    scenario = ctx.scenarios[inv.scenario_id]
-    model = ctx.models[inv.model]
-    agent = ctx.agents[inv.agent]
-    spec = ctx.loaded.spec
-    lease = (spec.timeout_s * (spec.max_retries + 1) + 30) * (agent.max_turns + 1)
-    run = ctx.store.start_run(invocation_id, allowed=allowed, lease_s=lease)
+async def execute_invocation(
+    ctx: TestContext,
+    cell: Cell | str,
+    *,
+    allowed: frozenset[Status] = RUNNABLE,
+) -> tuple[Invocation, Run]:
+    """Run one invocation to its end; return it as stored, with the run just made."""
+    if isinstance(cell, str):
+        stored = await asyncio.to_thread(ctx.store.get_invocation, cell, runs=False)
+        cell = Cell(test_id=stored.test_id, scenario_id=stored.scenario_id, model=stored.model,
+                    agent=stored.agent, epoch=stored.epoch)
+    inv = invocation_for(cell, ctx.loaded)
+    scenario = ctx.scenarios[cell.scenario_id]
+    model, agent, spec = ctx.models[cell.model], ctx.agents[cell.agent], ctx.loaded.spec
+    run = await asyncio.to_thread(
+        ctx.store.start_run, inv.invocation_id, allowed=allowed, owner=cancel.OWNER,
+        lease_s=LEASE_S,
+    )
     started = time.perf_counter()
     generations: list[Generation] = []
     error: tuple[str, str] | None = None
     output: str | None = None
-    try:
-        messages = scenario_messages(scenario, agent, ctx.loaded.base_dir)
-        output = _agent_loop(ctx, model, agent, messages, run, generations, inv)
-    except ModelCallError as exc:
-        run.trace.extend(exc.events)
-        error = (exc.error_type, exc.message)
-    except Exception as exc:  # noqa: BLE001 - any failure ends the cell failed, with its reason
-        error = (type(exc).__name__, str(exc)[:2000])
-        run.trace.append(TraceEvent(kind="error", error_type=error[0], error_message=error[1]))
-    latency = time.perf_counter() - started
-
-    values: dict[str, Any] = {
-        "output": output,
-        "latency_s": latency,
-        "finished_at": utcnow(),
-        "input_tokens": sum(g.input_tokens for g in generations),
-        "output_tokens": sum(g.output_tokens for g in generations),
-        "model_cost_usd": known_sum(g.cost_usd for g in generations),
-    }
+    terminated = test_cancelled = False
+    values: dict[str, Any] = {}
     scores = []
-    if error is None:
-        grading = grade_run(
-            rubric=ctx.loaded.rubric,
-            scenario=scenario,
-            output=output,
-            trace=run.trace,
-            test_id=inv.test_id,
-            invocation_id=inv.invocation_id,
-            run_id=run.run_id,
-            judge=spec.judge,
-            options=ctx.options(spec.judge) if spec.judge else None,
-        )
-        run.trace.extend(grading.events)
-        generations.extend(grading.generations)
-        scores = grading.scores
-        judge_cost = grading.judge_cost_usd
+    with cancel.track(inv.invocation_id, ctx.store) as tracked:
+        try:
+            messages = scenario_messages(scenario, agent, ctx.loaded.base_dir)
+            output = await _agent_loop(ctx, model, agent, messages, run, generations, cell.test_id)
+            grading = await grade_run(
+                rubric=ctx.loaded.rubric,
+                scenario=scenario,
+                output=output,
+                trace=run.trace,
+                test_id=cell.test_id,
+                invocation_id=inv.invocation_id,
+                run_id=run.run_id,
+                judge=spec.judge,
+                options=ctx.options(spec.judge) if spec.judge else None,
+            )
+            run.trace.extend(grading.events)
+            generations.extend(grading.generations)
+            scores = grading.scores
+            values.update(
+                status=Status.completed,
+                scores=grading.per_standard,
+                score=grading.score,
+                passed=grading.passed,
+                rubric=ctx.loaded.rubric.label,
+                judge_cost_usd=grading.judge_cost_usd,
+            )
+        except asyncio.CancelledError:
+            # Terminated through the API, or the test was cancelled: the call is abandoned,
+            # what was recorded so far is kept, and whatever answer arrives later is dropped.
+            terminated = True
+            if tracked.terminated:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                error = ("Terminated", "the invocation was terminated while it ran")
+            else:
+                test_cancelled = True
+                error = ("Cancelled", "the test was cancelled while this invocation ran")
+        except ModelCallError as exc:
+            run.trace.extend(exc.events)
+            error = (exc.error_type, exc.message)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the cell failed, with its reason
+            error = (type(exc).__name__, str(exc)[:2000])
+    if error is not None:
+        run.trace.append(TraceEvent(kind="error", error_type=error[0], error_message=error[1]))
         values.update(
-            status=Status.completed,
-            scores=grading.per_standard,
-            score=grading.score,
-            passed=grading.passed,
-            rubric=ctx.loaded.rubric.label,
-            judge_cost_usd=judge_cost,
+            status=Status.terminated if terminated else Status.failed,
+            error_type=error[0],
+            error_message=error[1],
+            judge_cost_usd=known_sum(g.cost_usd for g in generations if g.role == "judge"),
         )
-    else:
-        values.update(status=Status.failed, error_type=error[0], error_message=error[1],
-                      judge_cost_usd=0.0)
+    values.update(
+        output=output,
+        latency_s=time.perf_counter() - started,
+        finished_at=utcnow(),
+        input_tokens=sum(g.input_tokens for g in generations if g.role == "model"),
+        output_tokens=sum(g.output_tokens for g in generations if g.role == "model"),
+        model_cost_usd=known_sum(g.cost_usd for g in generations if g.role == "model"),
+    )
     values["cost_usd"] = known_sum([values["model_cost_usd"], values["judge_cost_usd"]])
     run.status = values["status"]
     run.finished_at = values["finished_at"]
     run.output = output
-    run.error_type = error[0] if error else None
-    run.error_message = error[1] if error else None
-    ctx.store.finish_run(run, invocation=values, generations=generations, scores=scores)
-    final = ctx.store.get_invocation(invocation_id, runs=False)
-    final.runs = [run]
-    return final
-
-
-def _publish_trace(inv: Invocation) -> None:
-    run = inv.runs[-1]
-    create_markdown_artifact(
-        key=f"trace-{inv.invocation_id}",
-        markdown=trace_markdown(inv, run),
-        description=f"{inv.scenario_id} x {inv.model} x {inv.agent}: {inv.status.value}",
+    run.error_type, run.error_message = error if error else (None, None)
+    final = await asyncio.to_thread(
+        ctx.store.finish_run, run, invocation=values, generations=generations, scores=scores
     )
+    inv = inv.model_copy(update={**values, "status": final, "attempts": run.number,
+                                 "started_at": run.started_at})
+    if final is not values["status"]:  # terminated meanwhile: the late result was discarded
+        inv = await asyncio.to_thread(ctx.store.get_invocation, inv.invocation_id, runs=False)
+    if test_cancelled:
+        raise asyncio.CancelledError  # the caller is being cancelled; the store already knows
+    return inv, run
 
 
 @task(
@@ -238,9 +266,24 @@ def _publish_trace(inv: Invocation) -> None:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def run_invocation(cell: Cell) -> dict[str, Any]:
-    """Run one cell; returns a small summary (the store holds the rest)."""
+async def run_invocation(cell: Cell) -> Any:
+    """Run one cell and publish its trace artifact; returns the final status.
+
+    A terminated cell ends its task run Cancelled, so the Prefect UI tells it apart.
+    """
     ctx = context_for(cell.test_id)
-    inv = execute_invocation(ctx, cell.invocation_id)
-    _publish_trace(inv)
-    return {"invocation_id": inv.invocation_id, "status": inv.status.value}
+    inv, run = await execute_invocation(ctx, cell)
+    task_ctx = TaskRunContext.get()
+    publisher = ctx.publisher or ArtifactPublisher()
+    publisher.publish(
+        key=f"trace-{inv.invocation_id}",
+        markdown=trace_markdown(inv, run),
+        description=f"{inv.scenario_id} x {inv.model} x {inv.agent}: {inv.status.value}",
+        task_run_id=task_ctx.task_run.id if task_ctx else None,
+        flow_run_id=task_ctx.task_run.flow_run_id if task_ctx else None,
+    )
+    if ctx.publisher is None:
+        await publisher.flush()
+    if inv.status is Status.terminated:
+        return Cancelled(message=inv.error_message or "terminated", data=inv.status.value)
+    return inv.status.value

@@ -63,7 +63,7 @@ def _in_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_run_test_end_to_end(glow_env: Path, simulator: Any) -> None:
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
     from glow.models import Status
     from glow.store import Store
 
@@ -128,7 +128,7 @@ def test_run_test_end_to_end(glow_env: Path, simulator: Any) -> None:
 
 
 def test_resume_calls_no_model_again(glow_env: Path, simulator: Any) -> None:
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
 
     path = write_test(glow_env)
     first = run_test(path=str(path))
@@ -144,7 +144,7 @@ def test_resume_calls_no_model_again(glow_env: Path, simulator: Any) -> None:
 def test_failed_cells_fail_truthfully_and_resume_retries_them(
     glow_env: Path, simulator: Any
 ) -> None:
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
     from glow.models import Status
     from glow.store import Store
 
@@ -165,7 +165,7 @@ def test_failed_cells_fail_truthfully_and_resume_retries_them(
 
 
 def test_unknown_price_is_null_not_zero(glow_env: Path) -> None:
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
 
     spec = yaml.safe_load((ROOT / "data/tests/quickstart.yaml").read_text())
     unpriced = {k: v for k, v in spec["models"][0].items() if k != "prices"}
@@ -178,7 +178,7 @@ def test_unknown_price_is_null_not_zero(glow_env: Path) -> None:
 
 
 def test_regrade_keeps_earlier_scores(glow_env: Path, simulator: Any) -> None:
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
     from glow.store import Store
     from tasks.grade import regrade_test
 
@@ -205,7 +205,7 @@ def _readme_python() -> str:
 def test_readme_pandas_example_runs(
     glow_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    from flows.run_test import run_test
+    from flows.run_test import run_test_sync as run_test
 
     run_test(path=str(write_test(glow_env)))
     work = tmp_path / "work"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,14 @@ RUNNABLE = frozenset({Status.queued, Status.failed})
 RERUNNABLE = frozenset({Status.queued, Status.failed, Status.completed, Status.terminated})
 TERMINABLE = frozenset({Status.queued, Status.running})
 COMPLETABLE = frozenset({Status.queued, Status.running, Status.failed})
+
+
+class LeaseHeld(TransitionError):
+    """The invocation is running under another live runner's lease."""
+
+    def __init__(self, message: str, expires_at: datetime) -> None:
+        super().__init__(message)
+        self.expires_at = expires_at
 
 
 def _row(obj: BaseModel, table: t.Table, **extra: Any) -> dict[str, Any]:
@@ -286,6 +294,12 @@ class Store:
             stale = status is Status.running and (
                 row.lease_expires_at is None or row.lease_expires_at < now
             )
+            if status is Status.running and not stale and status not in allowed:
+                raise LeaseHeld(
+                    f"invocation {invocation_id} is running (its runner holds it until "
+                    f"{row.lease_expires_at:%H:%M:%S} UTC)",
+                    row.lease_expires_at,
+                )
             if status not in allowed and not stale:
                 raise TransitionError(
                     f"invocation {invocation_id} is {status.value}; it can be run only when "
@@ -420,6 +434,40 @@ class Store:
                     .values(status=Status.terminated, finished_at=now)
                 )
         return self.get_invocation(invocation_id, runs=False)
+
+    def terminated_among(self, invocation_ids: list[str]) -> list[str]:
+        """Which of these invocations are terminated now (one query, for the cancel watcher)."""
+        if not invocation_ids:
+            return []
+        inv_c = t.invocations.c
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(inv_c.invocation_id)
+                    .where(inv_c.invocation_id.in_(invocation_ids))
+                    .where(inv_c.status == Status.terminated)
+                ).scalars()
+            )
+
+    def renew_leases(self, invocation_ids: list[str], owner: str, lease: timedelta) -> None:
+        """Extend the leases this runner holds (its heartbeat)."""
+        if not invocation_ids:
+            return
+        inv_c = t.invocations.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.invocations)
+                .where(inv_c.invocation_id.in_(invocation_ids))
+                .where(inv_c.lease_owner == owner)
+                .where(inv_c.status == Status.running)
+                .values(lease_expires_at=utcnow() + lease)
+            )
+
+    def test_for_flow_run(self, flow_run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.tests.c.test_id).where(t.tests.c.flow_run_id == flow_run_id)
+            ).scalar()
 
     def terminate_unfinished(self, test_id: str, reason: str) -> int:
         """Mark every queued or running invocation of a test terminated (a cancelled test)."""
