@@ -58,7 +58,7 @@ class ModelSpec(SpecModel):
 
     name: str = Field(description="Display name, unique within a test; used in results.")
     model: str = Field(description="litellm model string, e.g. openai/gpt-4o-mini.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Call params (temperature...).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Call params (temperature).")
     api_base: str | None = None
     api_key_env: str | None = Field(None, description="NAME of the env var holding the key.")
     api_key_secret: str | None = Field(None, description="NAME of a Prefect Secret block.")
@@ -152,7 +152,7 @@ class StandardSpec(SpecModel):
 
 
 class Rubric(SpecModel):
-    """A versioned set of standards; an invocation passes when its weighted score >= pass_threshold."""
+    """A versioned set of standards; an invocation passes when its weighted score >= threshold."""
 
     name: str
     version: str = "1"
