@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from glow.client import tests_app
 from glow.errors import GlowError
 
 app = typer.Typer(
@@ -258,6 +259,36 @@ def regrade(
     console.print(f"regraded {count} invocations with {rubric}")
     print_leaderboard(built.leaderboard, f"Leaderboard of {test_id}")
     print_summary(built.summary, built.paths)
+
+
+app.add_typer(tests_app)
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8484,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="GLOW_TOKEN", show_envvar=True,
+                     help="Bearer token every request must carry."),
+    ] = None,
+    open_: Annotated[
+        bool, typer.Option("--open", help="Run without a token (loopback hosts only).")
+    ] = False,
+) -> None:
+    """Serve the HTTP API (POST /test/<op>); starts an embedded Prefect server if none is set."""
+    if not token and not open_:
+        fail("refusing to start without a token: pass --token or set GLOW_TOKEN "
+             "(or --open on a loopback host)")
+    if not token and host not in LOOPBACK:
+        fail(f"--open is allowed only on a loopback host (127.0.0.1), not {host}")
+    _quiet_prefect()
+    from glow.api import serve as serve_api
+
+    serve_api(host, port, token or None)
 
 
 def main() -> None:

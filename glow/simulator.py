@@ -14,8 +14,13 @@ a small Starlette app, run by uvicorn on 127.0.0.1, that answers like a model wo
 * Tool scenarios (metadata `tool` + `expression`) first get a `tool_calls` reply, then an answer
   built from the tool result. Judge prompts (`[CRITERIA]`, `[QUESTION]`, `[REFERENCE]`, `[ANSWER]`
   marker lines) get `{"score": 0..10, "rationale": ...}` from token-overlap F1.
-* `GET /stats` counts requests and the most concurrent in-flight requests per model, so tests can
-  assert concurrency limits.
+* `GET /stats` counts requests, the most concurrent in-flight requests and the faults injected
+  (by kind) per model, so tests can assert concurrency limits and retries; `POST /stats/reset`.
+* Faults (`Faults`, per model or `*`): 429 with/without Retry-After, 500/502/503, a connection
+  reset, a hang, malformed JSON, empty choices, a slow stream, 401 echoing the key, 400 and a
+  context-window error; as a deterministic script (`fail_first`) or seeded random rates. Set them
+  with `--faults JSON`, `faults=` in Python, or at runtime with `POST /faults` (`GET` shows them,
+  `DELETE` clears them), so one server can serve several test phases.
 
 Run: `python -m glow.simulator --port 0` prints `GLOW_SIMULATOR_URL=http://127.0.0.1:<port>/v1`
 once listening. From Python: `with SimulatorProcess() as sim: sim.url`, or `run_in_thread()`.
@@ -27,25 +32,28 @@ import argparse
 import asyncio
 import collections
 import hashlib
+import math
 import os
 import queue
 import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -156,6 +164,209 @@ def resolve_profiles(
             for name, p in resolved.items()
         }
     return resolved
+
+
+# --------------------------------------------------------------------------- faults
+
+FaultKind = Literal[
+    "429",
+    "429_no_retry_after",
+    "500",
+    "502",
+    "503",
+    "reset",
+    "hang",
+    "malformed",
+    "empty",
+    "slow_stream",
+    "401",
+    "400",
+    "context",
+]
+FAULT_KINDS: tuple[str, ...] = (
+    "429",
+    "429_no_retry_after",
+    "500",
+    "502",
+    "503",
+    "reset",
+    "hang",
+    "malformed",
+    "empty",
+    "slow_stream",
+    "401",
+    "400",
+    "context",
+)
+RETRY_AFTER_FORMS = ("seconds", "http-date", "ms")
+_FAULT_OPTIONS = (
+    "rates",
+    "script",
+    "fail_first",
+    "fail_kind",
+    "per_prompt",
+    "match",
+    "retry_after_s",
+    "retry_after_form",
+    "hang_s",
+    "stream_chunk_delay_s",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The faults one model injects: a scripted start, then random faults at given rates.
+
+    Why: the runner's retry, timeout, masking and concurrency code must be proven against the
+    failures real providers produce, over real HTTP. Kinds (`FAULT_KINDS`):
+
+    * `429` (with `Retry-After`, see `retry_after_s`/`retry_after_form`), `429_no_retry_after`,
+      `500`, `502` (an HTML body, as proxies send), `503`: transient, should be retried;
+    * `reset`: the connection is aborted (TCP RST) without any response;
+    * `hang`: no answer for `hang_s` (ends early when the client gives up), then a normal answer;
+    * `malformed`: status 200 with a truncated JSON body; `empty`: 200 with `choices: []`;
+    * `slow_stream`: a stream whose chunks come `stream_chunk_delay_s` apart (a non-stream
+      request gets the same total delay before its answer);
+    * `401` (the message echoes the request's key back, as real providers do), `400`, and
+      `context` (400 with code `context_length_exceeded`): final, must not be retried.
+
+    `script` is deterministic: the first `len(script)` requests of the model (of each distinct
+    prompt when `per_prompt`) fail with those kinds in order, later ones succeed (or draw from
+    `rates`). `fail_first=N, fail_kind=K` in `parse` is shorthand for `script=[K] * N`.
+    `match` limits all of it to requests whose last user text contains that string (others are
+    answered normally and do not advance the script), so one caller can fail while another
+    succeeds. `rates` maps kinds to probabilities (summing to <= 1), drawn per request from a
+    RNG seeded by (`seed`, model): reproducible for a sequential client, "deterministic-ish"
+    under concurrency.
+    """
+
+    rates: Mapping[str, float] = field(default_factory=dict)
+    script: tuple[str, ...] = ()
+    per_prompt: bool = False
+    match: str | None = None
+    retry_after_s: float = 1.0
+    retry_after_form: Literal["seconds", "http-date", "ms"] = "seconds"
+    hang_s: float = 30.0
+    stream_chunk_delay_s: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in (*self.rates, *self.script) if k not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {unknown}; known: {', '.join(FAULT_KINDS)}")
+        if any(not 0.0 <= r <= 1.0 for r in self.rates.values()):
+            raise ValueError("fault rates must be within 0..1")
+        if sum(self.rates.values()) > 1.0 + 1e-9:
+            raise ValueError(f"fault rates sum to {sum(self.rates.values()):g} > 1")
+        if self.retry_after_form not in RETRY_AFTER_FORMS:
+            raise ValueError(f"retry_after_form must be one of {RETRY_AFTER_FORMS}")
+        if min(self.retry_after_s, self.hang_s, self.stream_chunk_delay_s) < 0:
+            raise ValueError("retry_after_s, hang_s and stream_chunk_delay_s must be >= 0")
+        # A plain dict in a frozen dataclass: copy it so the caller's later edits do not leak in.
+        object.__setattr__(self, "rates", {k: float(v) for k, v in self.rates.items() if v})
+        object.__setattr__(self, "script", tuple(self.script))
+
+    @classmethod
+    def parse(cls, spec: Faults | Mapping[str, Any]) -> Faults:
+        """A `Faults` from its JSON form; fault kinds may also be given as top-level rate keys.
+
+        E.g. `{"429": 0.05, "reset": 0.01, "retry_after_s": 1}` or
+        `{"fail_first": 2, "fail_kind": "500", "per_prompt": true}`.
+        """
+        if isinstance(spec, Faults):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"a fault spec is a JSON object, got {type(spec).__name__}")
+        bad = [k for k in spec if k not in _FAULT_OPTIONS and k not in FAULT_KINDS]
+        if bad:
+            raise ValueError(
+                f"unknown fault option(s) {bad}; options: {', '.join(_FAULT_OPTIONS)}, "
+                f"or a fault kind as a rate: {', '.join(FAULT_KINDS)}"
+            )
+        rates = dict(spec.get("rates") or {})
+        rates.update({k: v for k, v in spec.items() if k in FAULT_KINDS})
+        script = list(spec.get("script") or [])
+        fail_first = spec.get("fail_first", 0)
+        if not isinstance(fail_first, int) or fail_first < 0:
+            raise ValueError("fail_first must be an integer >= 0")
+        if fail_first:
+            if "fail_kind" not in spec:
+                raise ValueError('fail_first needs a fail_kind (e.g. "500")')
+            script += [str(spec["fail_kind"])] * fail_first
+        options = {
+            k: spec[k]
+            for k in (
+                "per_prompt",
+                "match",
+                "retry_after_s",
+                "retry_after_form",
+                "hang_s",
+                "stream_chunk_delay_s",
+                "seed",
+            )
+            if k in spec
+        }
+        try:
+            return cls(
+                rates={str(k): float(v) for k, v in rates.items()}, script=tuple(script), **options
+            )
+        except TypeError as exc:
+            raise ValueError(f"bad fault spec: {exc}") from exc
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form `parse` reads back (as served by `GET /faults`)."""
+        return {
+            "rates": dict(self.rates),
+            "script": list(self.script),
+            "per_prompt": self.per_prompt,
+            "match": self.match,
+            "retry_after_s": self.retry_after_s,
+            "retry_after_form": self.retry_after_form,
+            "hang_s": self.hang_s,
+            "stream_chunk_delay_s": self.stream_chunk_delay_s,
+            "seed": self.seed,
+        }
+
+
+FaultsArg = Mapping[str, "Faults | Mapping[str, Any] | None"]
+
+
+def parse_faults(spec: str | FaultsArg | None) -> dict[str, Faults | None]:
+    """Per-model faults from a mapping or its JSON text (`@path` reads a file); `*` = any model.
+
+    A `None` value clears that model's faults (meaningful for `POST /faults`).
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        text = Path(spec[1:]).read_text(encoding="utf-8") if spec.startswith("@") else spec
+        try:
+            spec = _loads(text)
+        except ValueError as exc:
+            raise ValueError(f"--faults: not valid JSON: {exc}") from exc
+    if not isinstance(spec, Mapping):
+        raise ValueError("faults: expected a JSON object of model name -> fault spec")
+    parsed: dict[str, Faults | None] = {}
+    for model, value in spec.items():
+        try:
+            parsed[str(model)] = None if value is None else Faults.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"faults for {model!r}: {exc}") from exc
+    return parsed
+
+
+def _retry_after_headers(faults: Faults) -> dict[str, str]:
+    """The Retry-After header in the configured form (seconds, an HTTP date, or OpenAI's ms)."""
+    if faults.retry_after_form == "ms":
+        return {"retry-after-ms": str(round(faults.retry_after_s * 1000))}
+    if faults.retry_after_form == "http-date":
+        from email.utils import formatdate
+
+        return {
+            "retry-after": formatdate(time.time() + math.ceil(faults.retry_after_s), usegmt=True)
+        }
+    return {"retry-after": f"{faults.retry_after_s:g}"}
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -370,9 +581,12 @@ class Reply:
 
 @dataclass
 class ModelStats:
+    """Per-model counters served by `GET /stats`: requests, concurrency, faults by kind."""
+
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
 
 
 class Simulator:
@@ -383,8 +597,13 @@ class Simulator:
         scenarios: Iterable[Scenario] = (),
         profiles: Mapping[str, Profile] | None = None,
         seed: int | None = None,
+        faults: FaultsArg | None = None,
     ) -> None:
         self.profiles = dict(BUILTIN_PROFILES if profiles is None else profiles)
+        self.faults: dict[str, Faults] = {}
+        self._fault_seen: Counter[tuple[str, str]] = Counter()
+        self._fault_rngs: dict[str, random.Random] = {}
+        self.set_faults(faults or {})
         self.by_text: dict[str, Entry] = {}
         for scenario in scenarios:
             # First scenario wins when two share a prompt: their answers cannot be told apart.
@@ -496,6 +715,70 @@ class Simulator:
             return pool[int(u * len(pool))] if pool else "I don't know."
         return _VAGUE_SENTENCES[int(u * len(_VAGUE_SENTENCES))]
 
+    # ----------------------------------------------------------------- faults
+
+    def set_faults(self, faults: FaultsArg, replace_all: bool = False) -> None:
+        """Set (or with a None value clear) models' faults; `*` applies to models without own.
+
+        Setting a model's faults restarts its script and its RNG, so each test phase starts
+        from a known state. Unknown model names raise ValueError (a typo would inject nothing).
+        """
+        parsed = parse_faults(faults)
+        unknown = [m for m in parsed if m != "*" and m not in self.profiles]
+        if unknown:
+            raise ValueError(
+                f"faults for unknown model(s) {unknown}; models: {list(self.profiles)}"
+            )
+        if replace_all:
+            self.faults.clear()
+            self._fault_seen.clear()
+            self._fault_rngs.clear()
+        for model, value in parsed.items():
+            for key in [k for k in self._fault_seen if k[0] == model]:
+                del self._fault_seen[key]
+            self._fault_rngs.pop(model, None)
+            if value is None:
+                self.faults.pop(model, None)
+            else:
+                self.faults[model] = value
+        if "*" in parsed:  # the default changed: every model without its own faults restarts
+            for key in [k for k in self._fault_seen if k[0] not in self.faults]:
+                del self._fault_seen[key]
+            self._fault_rngs.clear()
+
+    def faults_json(self) -> dict[str, Any]:
+        return {model: f.to_json() for model, f in sorted(self.faults.items())}
+
+    def draw_fault(self, model: str, body: Mapping[str, Any]) -> tuple[str, Faults] | None:
+        """The fault to inject into this request of `model` (a profile name), if any."""
+        faults = self.faults.get(model) or self.faults.get("*")
+        if faults is None:
+            return None
+        if faults.match is not None:
+            users = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+            users = [m for m in users if m.get("role") == "user"]
+            if not users or faults.match not in _content_text(users[-1].get("content")):
+                return None
+        if faults.script:
+            prompt = ""
+            if faults.per_prompt:
+                prompt = hashlib.sha256(_dumps(body.get("messages") or [])).hexdigest()
+            seen = self._fault_seen[(model, prompt)]
+            self._fault_seen[(model, prompt)] = seen + 1
+            if seen < len(faults.script):
+                return faults.script[seen], faults
+        if not faults.rates:
+            return None
+        rng = self._fault_rngs.get(model)
+        if rng is None:
+            rng = self._fault_rngs[model] = random.Random(f"{faults.seed}\x1f{model}")
+        u, total = rng.random(), 0.0
+        for kind in FAULT_KINDS:  # a fixed order, so a seed always means the same draws
+            total += faults.rates.get(kind, 0.0)
+            if u < total:
+                return kind, faults
+        return None
+
     # ----------------------------------------------------------------- stats
 
     def stats_json(self) -> dict[str, Any]:
@@ -504,12 +787,14 @@ class Simulator:
                 "requests": s.requests,
                 "in_flight": s.in_flight,
                 "max_in_flight": s.max_in_flight,
+                "faults": dict(sorted(s.faults.items())),
             }
             for name, s in sorted(self.stats.items())
         }
         return {
             "models": models,
             "requests": sum(s.requests for s in self.stats.values()),
+            "faults": sum(sum(s.faults.values()) for s in self.stats.values()),
             "unknown_model_requests": self.unknown_model_requests,
         }
 
@@ -517,22 +802,147 @@ class Simulator:
         """Zero the counters; max_in_flight restarts from what is in flight now."""
         for s in self.stats.values():
             s.requests, s.max_in_flight = 0, s.in_flight
+            s.faults.clear()
         self.unknown_model_requests = 0
 
 
 # --------------------------------------------------------------------------- HTTP
 
 
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(_dumps(obj), status_code=status, media_type="application/json")
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
 
 
-def _error(status: int, message: str, code: str | None, kind: str = "invalid_request_error"):
-    return _json({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+def _error(
+    status: int,
+    message: str,
+    code: str | None,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An OpenAI-style error body."""
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return _json({"error": error}, status, headers)
+
+
+_TRANSPORT = "glow.simulator.transport"  # scope key: the connection's asyncio transport
+_BAD_GATEWAY_HTML = (
+    b"<html><head><title>502 Bad Gateway</title></head>"
+    b"<body><center><h1>502 Bad Gateway</h1></center></body></html>"
+)
+
+
+class _SimulatorApp(Starlette):
+    """Starlette, plus the connection's transport in the scope so a fault can reset it.
+
+    uvicorn passes its per-request `send` (a bound method of the request cycle, which holds the
+    transport) straight to the app; Starlette's own middleware wraps it, so it is caught here.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            transport = getattr(getattr(send, "__self__", None), "transport", None)
+            if isinstance(transport, asyncio.Transport):
+                scope = {**scope, _TRANSPORT: transport}
+        await super().__call__(scope, receive, send)
+
+
+class _NoResponse(Response):
+    """What an endpoint returns once the connection is gone: nothing is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+
+async def _broken_body() -> AsyncIterator[bytes]:
+    """A body that fails after the headers: the server then closes the connection mid-response."""
+    yield b'{"id": "chatcmpl-reset", "choices": ['
+    raise ConnectionResetError("glow simulator: injected connection reset")
+
+
+async def _reset(request: Request) -> Response:
+    """Abort the connection with a TCP RST and no response (falls back to a cut-off body)."""
+    transport = request.scope.get(_TRANSPORT)
+    if not isinstance(transport, asyncio.Transport):
+        return StreamingResponse(_broken_body(), media_type="application/json")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # linger 0: close() sends RST instead of FIN, like a crashed peer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    await asyncio.sleep(0)  # uvicorn marks the request disconnected, so it logs nothing
+    return _NoResponse()
+
+
+async def _hang(request: Request, seconds: float) -> bool:
+    """Wait `seconds`, or until the client disconnects (returns True): a hung provider."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(0.05, left))
+        if await request.is_disconnected():
+            return True
+    return False
+
+
+def _fault_response(kind: str, faults: Faults, request: Request) -> Response | None:
+    """The error response for a status-code fault kind, else None (the kind shapes a reply)."""
+    if kind == "429":
+        return _error(
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            "rate_limit_exceeded",
+            "requests",
+            headers=_retry_after_headers(faults),
+        )
+    if kind == "429_no_retry_after":
+        return _error(429, "Rate limit reached for requests.", "rate_limit_exceeded", "requests")
+    if kind == "500":
+        return _error(
+            500, "The server had an error while processing your request.", None, "server_error"
+        )
+    if kind == "502":
+        return Response(_BAD_GATEWAY_HTML, status_code=502, media_type="text/html")
+    if kind == "503":
+        return _error(
+            503,
+            "The engine is currently overloaded, please try again later.",
+            None,
+            "server_error",
+        )
+    if kind == "401":
+        # Real providers echo the key they were given (OpenAI masks its middle; the worst case
+        # is the whole key), so a client must mask its key in every error it records.
+        auth = request.headers.get("authorization", "")
+        key = auth.removeprefix("Bearer ").strip() or request.headers.get("api-key", "")
+        return _error(
+            401,
+            f"Incorrect API key provided: {key}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_api_key",
+        )
+    if kind == "400":
+        return _error(
+            400,
+            "Invalid value for 'temperature': simulated bad request.",
+            "invalid_value",
+            param="temperature",
+        )
+    if kind == "context":
+        return _error(
+            400,
+            "This model's maximum context length is 8192 tokens. However, your messages "
+            "resulted in 9001 tokens. Please reduce the length of the messages.",
+            "context_length_exceeded",
+            param="messages",
+        )
+    return None
 
 
 def create_app(simulator: Simulator) -> Starlette:
-    """The ASGI app serving `simulator`: chat completions, models, health and stats."""
+    """The ASGI app serving `simulator`: chat completions, models, health, stats and faults."""
 
     async def chat_completions(request: Request) -> Response:
         try:
@@ -551,13 +961,50 @@ def create_app(simulator: Simulator) -> Starlette:
         stats.requests += 1
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                stats.in_flight -= 1
+
+        response: Response | None = None
         try:
-            reply = simulator.reply(name, profile, body)
+            response = await answer(request, body, model, name, profile, stats, release)
+            return response
+        finally:
+            # A streamed answer stays in flight until its last chunk (its body releases);
+            # everything else, faults on stream requests included, ends here.
+            if not isinstance(response, StreamingResponse) or response.background is None:
+                release()
+
+    async def answer(
+        request: Request,
+        body: dict[str, Any],
+        model: str,
+        name: str,
+        profile: Profile,
+        stats: ModelStats,
+        release: Callable[[], None],
+    ) -> Response:
+        """One chat completion, with the fault drawn for it (if any) injected."""
+        drawn = simulator.draw_fault(name, body)
+        kind, faults = drawn if drawn is not None else (None, Faults())
+        if kind is not None:
+            stats.faults[kind] += 1
+        if kind == "hang":
+            if await _hang(request, faults.hang_s):
+                return _NoResponse()
+        else:
             delay = profile.draw_latency(simulator.rng)
             if delay:
                 await asyncio.sleep(delay)
-        finally:
-            stats.in_flight -= 1
+        if kind == "reset":
+            return await _reset(request)
+        if kind is not None and (error := _fault_response(kind, faults, request)) is not None:
+            return error
+        reply = simulator.reply(name, profile, body)
         messages = body.get("messages") or []
         prompt_tokens = int(_word_count([m for m in messages if isinstance(m, dict)]) * 1.3)
         completion_tokens = int(reply.word_count() * 1.3)
@@ -571,19 +1018,28 @@ def create_app(simulator: Simulator) -> Starlette:
             "created": int(time.time()),
             "model": model,
         }
+        chunk_delay = faults.stream_chunk_delay_s if kind == "slow_stream" else 0.0
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
-                _sse(head, reply, usage if include_usage else None),
+                _sse(head, reply, usage if include_usage else None, chunk_delay, release),
                 media_type="text/event-stream",
+                background=BackgroundTask(release),
             )
+        if chunk_delay:  # a slow stream asked for without streaming: the same total wait
+            await asyncio.sleep(chunk_delay * _sse_chunks(reply))
+        if kind == "malformed":
+            return Response(
+                b'{"id": "' + head["id"].encode() + b'", "object": "chat.completion", '
+                b'"choices": [{"index": 0, "message": {"role": "assistant", "content": "Ans',
+                media_type="application/json",
+            )
+        choices = [{"index": 0, "message": reply.message(), "finish_reason": reply.finish_reason}]
         return _json(
             {
                 **head,
                 "object": "chat.completion",
-                "choices": [
-                    {"index": 0, "message": reply.message(), "finish_reason": reply.finish_reason}
-                ],
+                "choices": [] if kind == "empty" else choices,
                 "usage": usage,
             }
         )
@@ -611,6 +1067,23 @@ def create_app(simulator: Simulator) -> Starlette:
         simulator.reset_stats()
         return _json(simulator.stats_json())
 
+    async def get_faults(request: Request) -> Response:
+        return _json({"faults": simulator.faults_json()})
+
+    async def post_faults(request: Request) -> Response:
+        """Set models' faults: `{"model": spec | null, "*": spec}`; `?replace=1` clears the rest."""
+        try:
+            spec = _loads(await request.body())
+            replace_all = request.query_params.get("replace", "").lower() in ("1", "true", "yes")
+            simulator.set_faults(spec, replace_all=replace_all)
+        except ValueError as exc:
+            return _error(400, f"faults: {exc}", None)
+        return _json({"faults": simulator.faults_json()})
+
+    async def delete_faults(request: Request) -> Response:
+        simulator.set_faults({}, replace_all=True)
+        return _json({"faults": {}})
+
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/chat/completions", chat_completions, methods=["POST"]),
@@ -618,16 +1091,46 @@ def create_app(simulator: Simulator) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/stats/reset", reset, methods=["POST"]),
+        Route("/faults", get_faults, methods=["GET"]),
+        Route("/faults", post_faults, methods=["POST"]),
+        Route("/faults", delete_faults, methods=["DELETE"]),
     ]
-    app = Starlette(routes=routes)
+    app = _SimulatorApp(routes=routes)
     app.state.simulator = simulator
     return app
 
 
+def _sse_chunks(reply: Reply) -> int:
+    """How many chunks `_sse` sends for `reply` (role, content pieces or tool call, finish)."""
+    if reply.tool_call:
+        return 3
+    return 2 + math.ceil(len((reply.content or "").split(" ")) / 4)
+
+
 async def _sse(
+    head: dict[str, Any],
+    reply: Reply,
+    usage: dict[str, int] | None,
+    chunk_delay_s: float = 0.0,
+    on_end: Callable[[], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """The reply as OpenAI `chat.completion.chunk` server-sent events, ending with [DONE].
+
+    `chunk_delay_s` waits before each chunk (a slow stream); `on_end()` runs when it stops.
+    """
+    try:
+        async for chunk in _sse_events(head, reply, usage):
+            if chunk_delay_s:
+                await asyncio.sleep(chunk_delay_s)
+            yield chunk
+    finally:
+        if on_end is not None:
+            on_end()
+
+
+async def _sse_events(
     head: dict[str, Any], reply: Reply, usage: dict[str, int] | None
 ) -> AsyncIterator[bytes]:
-    """The reply as OpenAI `chat.completion.chunk` server-sent events, ending with [DONE]."""
 
     def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {
@@ -659,9 +1162,54 @@ def build_app(
     scenarios: str | Path | Sequence[str | Path] | None = None,
     profiles: Mapping[str, Profile | str] | Iterable[str] | None = None,
     latency: float | None = None,
+    faults: str | FaultsArg | None = None,
 ) -> Starlette:
-    """Load scenarios, resolve profiles and return the ASGI app (state in `app.state.simulator`)."""
-    return create_app(Simulator(load_scenarios(scenarios), resolve_profiles(profiles, latency)))
+    """Load scenarios, resolve profiles and faults; the ASGI app (state: `app.state.simulator`)."""
+    simulator = Simulator(
+        load_scenarios(scenarios), resolve_profiles(profiles, latency), faults=parse_faults(faults)
+    )
+    return create_app(simulator)
+
+
+class _Control:
+    """HTTP control of a running simulator: stats and runtime faults (for tests and benches)."""
+
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        """The server root (without /v1), where /health, /stats and /faults live."""
+        return self.url.removesuffix("/v1")
+
+    def stats(self) -> dict[str, Any]:
+        """`GET /stats`: per-model requests, in flight, max in flight and faults by kind."""
+        import httpx
+
+        return httpx.get(f"{self.base_url}/stats", timeout=10).raise_for_status().json()
+
+    def reset_stats(self) -> None:
+        import httpx
+
+        httpx.post(f"{self.base_url}/stats/reset", timeout=10).raise_for_status()
+
+    def set_faults(self, faults: FaultsArg, *, replace: bool = False) -> dict[str, Any]:
+        """`POST /faults`: set (None clears) models' faults; `replace` clears all others first.
+
+        Validated here too, so a bad spec raises ValueError in the caller rather than a 400.
+        """
+        import httpx
+
+        body = {m: None if f is None else f.to_json() for m, f in parse_faults(faults).items()}
+        response = httpx.post(
+            f"{self.base_url}/faults",
+            content=_dumps(body),
+            params={"replace": "1"} if replace else None,
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        if response.status_code == 400:
+            raise ValueError(response.json()["error"]["message"])
+        return response.raise_for_status().json()["faults"]
 
 
 # --------------------------------------------------------------------------- serving
@@ -700,7 +1248,7 @@ async def _serve(server: uvicorn.Server, sock: socket.socket, on_ready: Any) -> 
 
 
 @dataclass
-class ThreadedSimulator:
+class ThreadedSimulator(_Control):
     """A simulator served from a daemon thread of this process (see `run_in_thread`)."""
 
     url: str
@@ -729,6 +1277,7 @@ def run_in_thread(
     *,
     profiles: Mapping[str, Profile | str] | Iterable[str] | None = None,
     latency: float | None = None,
+    faults: str | FaultsArg | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     startup_timeout: float = 10.0,
@@ -736,9 +1285,9 @@ def run_in_thread(
     """Start the simulator in-process (uvicorn in a daemon thread); returns once it listens.
 
     Handy for tests that want to inspect `.simulator` directly. Its event loop shares this
-    process's GIL, so benchmarks should prefer `SimulatorProcess`.
+    process's GIL, so benchmarks should prefer `SimulatorProcess`. `faults`: see `Faults`.
     """
-    app = build_app(scenarios, profiles, latency)
+    app = build_app(scenarios, profiles, latency, faults)
     sock = _bind(host, port)
     server = _server(app)
     ready = threading.Event()
@@ -758,13 +1307,14 @@ def run_in_thread(
     return ThreadedSimulator(url=_url(sock), app=app, server=server, thread=thread)
 
 
-class SimulatorProcess:
+class SimulatorProcess(_Control):
     """The simulator as a subprocess (`python -m glow.simulator`): a context manager.
 
     `with SimulatorProcess() as sim:` starts it, waits for its `GLOW_SIMULATOR_URL=` line and
     exposes `sim.url` (the `/v1` base for litellm's `api_base`); leaving the block terminates it
     (SIGTERM, then a kill after `stop_timeout`). A separate process keeps the simulator's CPU off
-    the caller's GIL, which matters when benchmarking the runner.
+    the caller's GIL, which matters when benchmarking the runner. `faults` (see `Faults`) are
+    passed as `--faults JSON`; `set_faults()` changes them while it runs.
     """
 
     def __init__(
@@ -773,6 +1323,7 @@ class SimulatorProcess:
         *,
         profiles: Mapping[str, Profile | str] | Iterable[str] | None = None,
         latency: float | None = None,
+        faults: str | FaultsArg | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 30.0,
@@ -793,6 +1344,7 @@ class SimulatorProcess:
             self.profile_flags = list(profiles or [])
         for flag in self.profile_flags:
             parse_profile(flag)  # fail here, not in the child
+        self.faults = parse_faults(faults)  # likewise
         self.latency = latency
         self.host, self.port = host, port
         self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
@@ -800,11 +1352,6 @@ class SimulatorProcess:
         self.url: str = ""
         self.process: subprocess.Popen[str] | None = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=200)
-
-    @property
-    def base_url(self) -> str:
-        """The server root (without /v1), where /health and /stats live."""
-        return self.url.removesuffix("/v1")
 
     def command(self) -> list[str]:
         cmd = [
@@ -822,6 +1369,9 @@ class SimulatorProcess:
             cmd += ["--profile", flag]
         if self.latency is not None:
             cmd += ["--latency", str(self.latency)]
+        faults = {m: f.to_json() for m, f in self.faults.items() if f is not None}
+        if faults:
+            cmd += ["--faults", _dumps(faults).decode()]
         return cmd
 
     def start(self) -> str:
@@ -923,6 +1473,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency", type=float, help="fixed latency in seconds for every profile (no jitter)"
     )
+    parser.add_argument(
+        "--faults",
+        action="append",
+        default=[],
+        metavar="JSON|@FILE",
+        help=(
+            "faults per model, a JSON object {model|*: spec}, e.g. "
+            '\'{"sim-fast": {"429": 0.05, "reset": 0.01}, "sim-strong": {"fail_first": 2, '
+            '"fail_kind": "500", "per_prompt": true}}\'; kinds: '
+            + ", ".join(FAULT_KINDS)
+            + "; repeatable (later wins per model); change at runtime with POST /faults"
+        ),
+    )
     return parser
 
 
@@ -930,8 +1493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; print the URL line on stdout once listening."""
     args = _parser().parse_args(argv)
     try:
-        app = build_app(args.scenarios, args.profile, args.latency)
-    except ValueError as exc:
+        faults: dict[str, Faults | None] = {}
+        for spec in args.faults:
+            faults.update(parse_faults(spec))
+        app = build_app(args.scenarios, args.profile, args.latency, faults)
+    except (ValueError, OSError) as exc:
         print(f"glow.simulator: {exc}", file=sys.stderr)
         return 2
     sock = _bind(args.host, args.port)

@@ -166,8 +166,13 @@ async def execute_invocation(
     cell: Cell | str,
     *,
     allowed: frozenset[Status] = RUNNABLE,
+    run: Run | None = None,
 ) -> tuple[Invocation, Run]:
-    """Run one invocation to its end; return it as stored, with the run just made."""
+    """Run one invocation to its end; return it as stored, with the run just made.
+
+    `run` is a run already opened with `start_run` (the API opens it, so it can answer with the
+    run id or a 409 at once); without it a new run is opened here.
+    """
     if isinstance(cell, str):
         stored = await asyncio.to_thread(ctx.store.get_invocation, cell, runs=False)
         cell = Cell(test_id=stored.test_id, scenario_id=stored.scenario_id, model=stored.model,
@@ -175,10 +180,11 @@ async def execute_invocation(
     inv = invocation_for(cell, ctx.loaded)
     scenario = ctx.scenarios[cell.scenario_id]
     model, agent, spec = ctx.models[cell.model], ctx.agents[cell.agent], ctx.loaded.spec
-    run = await asyncio.to_thread(
-        ctx.store.start_run, inv.invocation_id, allowed=allowed, owner=cancel.OWNER,
-        lease_s=LEASE_S,
-    )
+    if run is None:
+        run = await asyncio.to_thread(
+            ctx.store.start_run, inv.invocation_id, allowed=allowed, owner=cancel.OWNER,
+            lease_s=LEASE_S,
+        )
     started = time.perf_counter()
     generations: list[Generation] = []
     error: tuple[str, str] | None = None
@@ -266,13 +272,15 @@ async def execute_invocation(
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-async def run_invocation(cell: Cell) -> Any:
+async def run_invocation(cell: Cell, run_id: str | None = None) -> Any:
     """Run one cell and publish its trace artifact; returns the final status.
 
-    A terminated cell ends its task run Cancelled, so the Prefect UI tells it apart.
+    A terminated cell ends its task run Cancelled, so the Prefect UI tells it apart. `run_id`
+    names a run the API already opened (`invocation_run`), which this task then carries out.
     """
     ctx = context_for(cell.test_id)
-    inv, run = await execute_invocation(ctx, cell)
+    run = await asyncio.to_thread(ctx.store.get_run, run_id) if run_id else None
+    inv, run = await execute_invocation(ctx, cell, run=run)
     task_ctx = TaskRunContext.get()
     publisher = ctx.publisher or ArtifactPublisher()
     publisher.publish(

@@ -11,7 +11,9 @@ os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 import asyncio  # noqa: E402
 import base64  # noqa: E402
 import json  # noqa: E402
+import time  # noqa: E402
 from collections import Counter  # noqa: E402
+from email.utils import parsedate_to_datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
@@ -21,10 +23,14 @@ import yaml  # noqa: E402
 
 from glow.models import Scenario, TestSpec  # noqa: E402
 from glow.simulator import (  # noqa: E402
+    FAULT_KINDS,
     NO_IMAGE_REPLY,
+    Faults,
     Profile,
     Simulator,
     SimulatorProcess,
+    main,
+    parse_faults,
     parse_judge_prompt,
     parse_profile,
     resolve_profiles,
@@ -292,6 +298,203 @@ def test_seed_changes_the_draw_deterministically():
     again = [sim.reply("m", profile, {**body, "seed": seed}).content for seed in range(20)]
     assert answers == again
     assert scenario.reference in answers and len(set(answers)) > 1
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def post_chat(url: str, model: str, text: str = "hi", **kwargs) -> httpx.Response:
+    body = {"model": model, "messages": user(text)}
+    return httpx.post(f"{url}/chat/completions", json=body, **{"timeout": 10, **kwargs})
+
+
+def test_faults_from_python_then_changed_at_runtime():
+    """`faults=` at start, then `POST /faults` phases: scripts restart, `*` is the default,
+    `?replace` clears the rest, bad specs are a 400 (a ValueError from `set_faults`)."""
+    faults = {"sim-echo": {"fail_first": 2, "fail_kind": "500"}}
+    with run_in_thread(QUICKSTART, latency=0.0, faults=faults) as handle:
+        assert [post_chat(handle.url, "sim-echo").status_code for _ in range(3)] == [500, 500, 200]
+        shown = httpx.get(f"{handle.base_url}/faults").json()["faults"]
+        assert shown["sim-echo"]["script"] == ["500", "500"]
+
+        # Per prompt: each distinct prompt fails once, then succeeds.
+        handle.set_faults({"sim-echo": {"fail_first": 1, "fail_kind": "503", "per_prompt": True}})
+        codes = [post_chat(handle.url, "sim-echo", t).status_code for t in ("a", "b", "a", "b")]
+        assert codes == [503, 503, 200, 200]
+
+        # `*` applies to models without their own faults; `replace` drops sim-echo's.
+        handle.set_faults({"*": {"fail_first": 1, "fail_kind": "502"}}, replace=True)
+        assert post_chat(handle.url, "sim-fast").status_code == 502
+        assert post_chat(handle.url, "sim-echo").status_code == 502
+        assert post_chat(handle.url, "sim-echo").status_code == 200
+        assert set(handle.set_faults({})) == {"*"}
+        handle.set_faults({"*": None})
+
+        # A fault on a stream request is a plain error response, and leaves nothing in flight.
+        handle.set_faults({"sim-echo": {"fail_first": 1, "fail_kind": "429"}})
+        body = {"model": "sim-echo", "messages": user("hi"), "stream": True}
+        assert httpx.post(f"{handle.url}/chat/completions", json=body).status_code == 429
+        assert httpx.post(f"{handle.url}/chat/completions", json=body).status_code == 200
+
+        stats = handle.stats()["models"]
+        assert stats["sim-echo"]["faults"] == {"500": 2, "503": 2, "502": 1, "429": 1}
+        assert stats["sim-fast"]["faults"] == {"502": 1}
+        assert stats["sim-echo"]["in_flight"] == stats["sim-fast"]["in_flight"] == 0
+        assert handle.stats()["faults"] == 7
+
+        for bad in ({"no-such-model": {"500": 1}}, {"sim-echo": {"418": 0.5}}):
+            raw = httpx.post(f"{handle.base_url}/faults", json=bad)
+            assert raw.status_code == 400 and "faults" in raw.json()["error"]["message"]
+            with pytest.raises(ValueError):
+                handle.set_faults(bad)
+        assert httpx.delete(f"{handle.base_url}/faults").json() == {"faults": {}}
+        assert post_chat(handle.url, "sim-echo").status_code == 200
+        handle.reset_stats()
+        assert handle.stats()["models"]["sim-echo"]["faults"] == {}
+
+
+def test_fault_responses_look_like_a_provider():
+    """Each kind's wire form: status, headers (all three Retry-After forms) and body."""
+    key = "sk-echo-me-0123456789"
+    with run_in_thread(QUICKSTART, latency=0.0) as handle:
+
+        def hit(kind: str, **options) -> httpx.Response:
+            handle.set_faults({"sim-echo": {"fail_first": 1, "fail_kind": kind, **options}})
+            return post_chat(handle.url, "sim-echo", headers={"Authorization": f"Bearer {key}"})
+
+        limited = hit("429", retry_after_s=2)
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        dated = hit("429", retry_after_s=2, retry_after_form="http-date")
+        ahead = parsedate_to_datetime(dated.headers["retry-after"]).timestamp() - time.time()
+        assert 0 < ahead <= 2.5
+        ms = hit("429", retry_after_s=1.5, retry_after_form="ms")
+        assert ms.headers["retry-after-ms"] == "1500" and "retry-after" not in ms.headers
+        bare = hit("429_no_retry_after")
+        assert bare.status_code == 429 and "retry-after" not in bare.headers
+        assert [hit(k).status_code for k in ("500", "503", "400")] == [500, 503, 400]
+        gateway = hit("502")
+        assert gateway.status_code == 502 and gateway.headers["content-type"].startswith(
+            "text/html"
+        )
+        unauthorized = hit("401")
+        assert unauthorized.status_code == 401 and key in unauthorized.json()["error"]["message"]
+        context = hit("context")
+        assert context.status_code == 400
+        assert context.json()["error"]["code"] == "context_length_exceeded"
+        malformed = hit("malformed")
+        assert malformed.status_code == 200
+        with pytest.raises(ValueError):
+            json.loads(malformed.content)
+        empty = hit("empty")
+        assert empty.status_code == 200 and empty.json()["choices"] == []
+
+
+def test_reset_drops_the_connection_without_a_response():
+    """A `reset` aborts the TCP connection (RST): the client's read fails, with no status."""
+    with run_in_thread(QUICKSTART, latency=0.0, faults={"sim-echo": {"reset": 1.0}}) as handle:
+        for _ in range(2):  # also on a reused keep-alive connection
+            with pytest.raises(httpx.ReadError):  # ECONNRESET; a cut-off body would differ
+                post_chat(handle.url, "sim-echo")
+        handle.set_faults({"sim-echo": None})
+        assert post_chat(handle.url, "sim-echo").status_code == 200  # the server is fine
+        assert handle.stats()["models"]["sim-echo"]["faults"] == {"reset": 2}
+
+
+def test_hang_ends_when_the_client_gives_up():
+    """A 30 s hang outlasts the client's 0.3 s timeout; the server then stops waiting."""
+    faults = {"sim-echo": {"hang": 1.0, "hang_s": 30}}
+    with run_in_thread(QUICKSTART, latency=0.0, faults=faults) as handle:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            post_chat(handle.url, "sim-echo", timeout=0.3)
+        assert time.monotonic() - started < 2
+        deadline = time.monotonic() + 2
+        while handle.simulator.stats["sim-echo"].in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert handle.simulator.stats["sim-echo"].in_flight == 0
+
+
+def test_slow_stream_spaces_its_chunks(sim):
+    """A slow stream delivers the same text as a normal one, its chunks ~0.1 s apart."""
+    scenario = BY_CATEGORY["free_text"][0]
+    expected = content(chat(sim, "sim-perfect", request_messages(scenario)))
+    sim.set_faults({"sim-perfect": {"slow_stream": 1.0, "stream_chunk_delay_s": 0.1}})
+    try:
+        started = time.monotonic()
+        arrivals, text = [], ""
+        for chunk in chat(sim, "sim-perfect", request_messages(scenario), stream=True):
+            arrivals.append(time.monotonic() - started)
+            text += chunk.choices[0].delta.content or ""
+        assert text == expected
+        assert len(arrivals) >= 3 and arrivals[-1] - arrivals[0] >= 0.1 * (len(arrivals) - 2)
+        started = time.monotonic()
+        assert content(chat(sim, "sim-perfect", request_messages(scenario))) == expected
+        assert time.monotonic() - started >= 0.3  # non-stream: the same total delay
+    finally:
+        sim.set_faults({"sim-perfect": None})
+
+
+def test_fault_rates_are_seeded_and_matched():
+    """Rates are drawn from a RNG seeded by (seed, model): same seed, same sequence; `match`
+    confines faults to prompts containing a text."""
+    simulator = Simulator([], resolve_profiles())
+    body = {"messages": user("hello")}
+
+    def draws(seed: int, n: int = 400) -> list[str | None]:
+        simulator.set_faults({"sim-fast": {"500": 0.2, "reset": 0.1, "seed": seed}})
+        return [(simulator.draw_fault("sim-fast", body) or (None,))[0] for _ in range(n)]
+
+    first = draws(1)
+    assert draws(1) == first and draws(2) != first
+    assert 0.15 < first.count("500") / len(first) < 0.25
+    assert 0.05 < first.count("reset") / len(first) < 0.15
+    assert simulator.draw_fault("sim-strong", body) is None  # no faults for other models
+
+    simulator.set_faults({"sim-fast": {"fail_first": 1, "fail_kind": "401", "match": "secret"}})
+    assert simulator.draw_fault("sim-fast", body) is None  # not matched: script not advanced
+    assert simulator.draw_fault("sim-fast", {"messages": user("a secret")})[0] == "401"
+    assert simulator.draw_fault("sim-fast", {"messages": user("a secret")}) is None
+
+
+def test_fault_specs_parse_and_validate():
+    """The JSON form: kinds as rate keys or under `rates`, `fail_first` sugar, round trips."""
+    parsed = Faults.parse({"429": 0.05, "rates": {"500": 0.02}, "retry_after_s": 1})
+    assert parsed.rates == {"429": 0.05, "500": 0.02} and parsed.retry_after_s == 1
+    scripted = Faults.parse({"fail_first": 2, "fail_kind": "reset", "per_prompt": True})
+    assert scripted.script == ("reset", "reset") and scripted.per_prompt
+    assert Faults.parse(scripted.to_json()) == scripted
+    assert parse_faults('{"m": {"empty": 1}, "n": null}') == {
+        "m": Faults({"empty": 1.0}),
+        "n": None,
+    }
+    assert set(FAULT_KINDS) >= {"429", "reset", "hang", "malformed", "empty", "401", "context"}
+    for bad in (
+        {"teapot": 0.1},
+        {"500": 0.7, "503": 0.5},
+        {"500": -0.1},
+        {"fail_first": 2},
+        {"fail_first": 1, "fail_kind": "404"},
+        {"retry_after_form": "minutes"},
+        {"hang_s": -1},
+    ):
+        with pytest.raises(ValueError):
+            Faults.parse(bad)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_faults("{nope")
+
+
+def test_faults_flag_reaches_the_subprocess():
+    """`SimulatorProcess(faults=)` passes `--faults JSON`; a bad spec fails before starting."""
+    faults = {"sim-echo": {"fail_first": 1, "fail_kind": "503"}}
+    with SimulatorProcess(QUICKSTART, latency=0.0, faults=faults) as process:
+        assert "--faults" in process.command()
+        assert [post_chat(process.url, "sim-echo").status_code for _ in range(2)] == [503, 200]
+        assert process.stats()["models"]["sim-echo"]["faults"] == {"503": 1}
+    with pytest.raises(ValueError):
+        SimulatorProcess(faults={"sim-echo": {"bogus": 1}})
+    assert main(["--faults", "{not json"]) == 2
+    assert main(["--faults", '{"no-such-model": {"500": 1}}']) == 2
 
 
 # --------------------------------------------------------------------------- pure helpers

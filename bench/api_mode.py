@@ -1,0 +1,246 @@
+"""Mode `api`: the paths people feel outside a run, against `glow serve` on SQLite.
+
+* `glow tests invocation get` and `glow tests invocations` as subprocesses: median wall over
+  several calls (target < 0.3 s: no prefect or litellm import on that path);
+* `invocations` pages of 100 from a test with 100,000 invocations, 16 concurrent httpx clients
+  fetching pages spread over the whole test: p95 (target < 50 ms).
+
+Written against the contract of issue 3 (`glow serve --port P --token T`, `POST /test/<op>`,
+`next_page_token`); it skips with a message while `glow serve` does not exist yet.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import report, seed
+from bench.flow_mode import child_env
+from bench.measure import ROOT, git_commit
+
+CLI_TARGET_S = 0.3
+PAGE_TARGET_S = 0.050
+CLIENTS = 16
+PAGE_SIZE = 100
+CLI_REPEATS = 9
+PAGE_REQUESTS = 2000
+TOKEN = "bench-token-0123456789"
+
+
+def _glow() -> list[str]:
+    exe = Path(sys.executable).parent / "glow"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "glow.cli"]
+
+
+def serve_available(env: dict[str, str]) -> str | None:
+    """None if `glow serve` and `glow tests invocations` exist, else why not."""
+    for args in (["serve", "--help"], ["tests", "invocations", "--help"]):
+        done = subprocess.run(
+            [*_glow(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        if done.returncode != 0:
+            return (
+                f"`glow {' '.join(args[:-1])}` is not available yet ({done.stderr.strip()[-200:]})"
+            )
+    return None
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(client: httpx.Client, url: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(
+        f"{url}/test/{op}", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*_glow(), "serve", "--port", str(port), "--token", TOKEN],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180  # serve may start an embedded Prefect server
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"glow serve exited with {proc.returncode}; see {log}")
+        try:
+            httpx.get(f"{url}/openapi.json", timeout=2)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"glow serve did not answer within 180 s; see {log}")
+
+
+def _cli_median(env: dict[str, str], args: list[str]) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(CLI_REPEATS):
+        started = time.perf_counter()
+        done = subprocess.run([*_glow(), *args], env=env, cwd=ROOT, capture_output=True, timeout=60)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(f"glow {' '.join(args)}: {done.stderr.decode()[-500:]}")
+    return statistics.median(times), times
+
+
+def _page_tokens(url: str, test_id: str) -> tuple[list[str | None], int]:
+    """Walk the whole list once (sequentially) for the tokens of every page; count the rows."""
+    tokens: list[str | None] = [None]
+    rows = 0
+    with httpx.Client() as client:
+        while True:
+            page = _post(
+                client,
+                url,
+                "invocations",
+                {"test_id": test_id, "page_size": PAGE_SIZE, "page_token": tokens[-1]},
+            )
+            items = next((v for v in page.values() if isinstance(v, list)), [])
+            rows += len(items)
+            token = page.get("next_page_token")
+            if not token:
+                return tokens, rows
+            tokens.append(token)
+
+
+def _concurrent_pages(url: str, test_id: str, tokens: list[str | None]) -> list[float]:
+    """CLIENTS threads, each with its own connection, fetching random pages by token."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_client = PAGE_REQUESTS // CLIENTS
+
+    def client_loop(seed_: int) -> None:
+        rng = random.Random(seed_)
+        mine = []
+        with httpx.Client() as client:
+            for _ in range(per_client):
+                token = rng.choice(tokens)
+                started = time.perf_counter()
+                _post(
+                    client,
+                    url,
+                    "invocations",
+                    {"test_id": test_id, "page_size": PAGE_SIZE, "page_token": token},
+                )
+                mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+def run(*, invocations: int) -> bool:
+    tmp = Path(tempfile.mkdtemp(prefix="glow-bench-api-"))
+    env = child_env(tmp, None)
+    env.pop("PREFECT_API_URL", None)
+    try:
+        why = serve_available(env)
+        if why:
+            print(f"SKIPPED: {why}. This mode needs issue 3's `glow serve` and `glow tests`.")
+            return True
+        from glow.store import Store
+
+        db = tmp / "glow.db"
+        store = Store(f"sqlite:///{db}")
+        scenarios = max(1, invocations // len(seed.MODELS))
+        test_id = seed.create_test(store, scenarios=scenarios, epochs=1)
+        store.engine.dispose()
+        n = seed.seed_invocations(db, test_id, scenarios=scenarios, epochs=1, generations=False)
+        print(f"seeded {n} invocations (not timed)")
+        port = _port()
+        server = _start_server(env, port, tmp / "serve.log")
+        url = f"http://127.0.0.1:{port}"
+        env.update(GLOW_INSTANCE_URL=url, GLOW_TOKEN=TOKEN)
+        try:
+            with httpx.Client() as client:
+                first = _post(client, url, "invocations", {"test_id": test_id, "page_size": 1})
+            items = next((v for v in first.values() if isinstance(v, list)), [])
+            inv_id = items[0]["invocation_id"]
+            get_median, get_all = _cli_median(
+                env, ["tests", "invocation", "get", "--body", json.dumps({"invocation_id": inv_id})]
+            )
+            list_median, list_all = _cli_median(
+                env, ["tests", "invocations", "--body", json.dumps({"test_id": test_id})]
+            )
+            walk_started = time.perf_counter()
+            tokens, rows = _page_tokens(url, test_id)
+            walk = time.perf_counter() - walk_started
+            latencies = sorted(_concurrent_pages(url, test_id, tokens))
+        finally:
+            server.terminate()
+            server.wait(10)
+        p50 = statistics.median(latencies)
+        p95 = latencies[int(0.95 * (len(latencies) - 1))]
+        ok_cli = get_median < CLI_TARGET_S and list_median < CLI_TARGET_S
+        ok_pages = p95 < PAGE_TARGET_S and rows == n
+        print(
+            f"glow tests invocation get: median {get_median * 1000:.0f} ms "
+            f"(target < {CLI_TARGET_S * 1000:.0f} ms)"
+        )
+        print(f"glow tests invocations:    median {list_median * 1000:.0f} ms")
+        print(
+            f"one client walking {len(tokens)} pages of {PAGE_SIZE}: {walk:.1f}s, "
+            f"{rows} rows (expected {n}{'' if rows == n else ': MISMATCH'})"
+        )
+        print(
+            f"{CLIENTS} clients x {PAGE_REQUESTS // CLIENTS} random pages: p50 "
+            f"{p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms (target < 50 ms)"
+        )
+        verdict = "MET" if ok_cli and ok_pages else "NOT MET"
+        print(verdict)
+        _append(n, get_median, list_median, p50, p95, verdict)
+        return ok_cli and ok_pages
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _append(n: int, get_s: float, list_s: float, p50: float, p95: float, verdict: str) -> None:
+    row = {
+        "mode": "api",
+        "invocations": n,
+        "cli_get_median_s": round(get_s, 4),
+        "cli_list_median_s": round(list_s, 4),
+        "page_p50_s": round(p50, 4),
+        "page_p95_s": round(p95, 4),
+        "clients": CLIENTS,
+        "verdict": verdict,
+        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "commit": git_commit(),
+    }
+    with report.RESULTS_JSONL.open("a") as out:
+        out.write(json.dumps(row) + "\n")
+    if report.RESULTS_MD.exists():
+        with report.RESULTS_MD.open("a") as md:
+            md.write(
+                f"| {row['date']} | {row['commit']} | api | {n} | {CLIENTS} | - | "
+                f"cli get {get_s * 1000:.0f} ms, list {list_s * 1000:.0f} ms | - | - | - | - "
+                f"| p50 {p50 * 1000:.1f} ms | p95 {p95 * 1000:.1f} ms | {verdict} |\n"
+            )

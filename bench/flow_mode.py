@@ -1,0 +1,272 @@
+"""Mode `flow`: the same workload through (a) Glow's flow, (b) a bare litellm loop, (c) Inspect.
+
+Order: bare, Inspect, then Glow last, because after Glow's run the Prefect server keeps working
+off its event backlog for a while, which would steal CPU from a runner started after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import report, servers, workload
+from bench.measure import ROOT, ChildRun, python, run_child
+
+
+def child_env(tmp: Path, prefect_url: str | None) -> dict[str, str]:
+    """Environment of every runner: loopback only, fresh store, quiet Prefect, offline litellm."""
+    env = dict(os.environ)
+    env.update(
+        GLOW_DATA_DIR=str(tmp),
+        GLOW_DATABASE_URL=f"sqlite:///{tmp / 'glow.db'}",
+        GLOW_RESULTS_DIR=str(tmp / "results"),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_OFFLINE_MODE="true",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
+        **{workload.SIM_KEY_ENV: workload.SIM_KEY},
+    )
+    env.pop("INSPECT_TELEMETRY", None)
+    if prefect_url:
+        env["PREFECT_API_URL"] = prefect_url
+    return env
+
+
+def _reset_stats(sim_url: str) -> None:
+    base = sim_url.removesuffix("/v1")
+    httpx.post(f"{base}/stats/reset", timeout=10)
+
+
+def _max_in_flight(sim_url: str) -> int | None:
+    base = sim_url.removesuffix("/v1")
+    stats = httpx.get(f"{base}/stats", timeout=10).json()
+    models = stats.get("models") or {}
+    if isinstance(models, dict):
+        entry = models.get(workload.MODEL) or {}
+    else:
+        entry = next((m for m in models if m.get("name") == workload.MODEL), {})
+    return entry.get("max_in_flight")
+
+
+def run(
+    *,
+    cells: int,
+    concurrency: int,
+    latency: float,
+    agent: bool,
+    skip_inspect: bool,
+    skip_bare: bool = False,
+    profile: str | None = None,
+    keep: bool = False,
+) -> list[ChildRun]:
+    """Run the workload every way, print the comparison, append it to the results files."""
+    tmp = Path(tempfile.mkdtemp(prefix="glow-bench-"))
+    timeout = 240 + cells * (0.3 if agent else 0.15)
+    runs: list[ChildRun] = []
+    extra: dict[str, Any] = {"profiled": True} if profile else {}
+    scenarios = workload.write_scenarios(tmp, cells=cells, agent=agent)
+    turns = ["--max-turns", "3"] if agent else []
+    print(
+        f"workload: {cells} {'agent' if agent else 'direct'} cells, {concurrency} in flight, "
+        f"{latency * 1000:.0f} ms latency; files in {tmp}"
+    )
+    try:
+        with servers.simulator(scenarios, latency) as sim_url:
+            wl = workload.write_test(
+                tmp, scenarios, cells=cells, agent=agent, sim_url=sim_url, concurrency=concurrency
+            )
+            env = child_env(tmp, None)
+            if not skip_bare:
+                _reset_stats(sim_url)
+                runs.append(
+                    run_child(
+                        "bare",
+                        python(
+                            "bench.child_bare",
+                            "--scenarios",
+                            str(scenarios),
+                            "--url",
+                            sim_url,
+                            "--concurrency",
+                            str(concurrency),
+                            *turns,
+                        ),
+                        env=env,
+                        log_dir=tmp / "logs",
+                        timeout_s=timeout,
+                    )
+                )
+                extra["bare_max_in_flight"] = _max_in_flight(sim_url)
+                _print_done(runs[-1])
+            if not skip_inspect:
+                _reset_stats(sim_url)
+                runs.append(
+                    run_child(
+                        "inspect",
+                        python(
+                            "bench.child_inspect",
+                            "--scenarios",
+                            str(scenarios),
+                            "--url",
+                            sim_url,
+                            "--concurrency",
+                            str(concurrency),
+                            "--log-dir",
+                            str(tmp / "inspect-logs"),
+                            *(["--agent"] if agent else []),
+                        ),
+                        env=env,
+                        log_dir=tmp / "logs",
+                        timeout_s=timeout,
+                    )
+                )
+                extra["inspect_max_in_flight"] = _max_in_flight(sim_url)
+                _print_done(runs[-1])
+            print("starting a Prefect server (not timed)...", flush=True)
+            t0 = time.perf_counter()
+            with servers.prefect_server(tmp) as (prefect_url, server):
+                print(f"Prefect server up in {time.perf_counter() - t0:.1f}s at {prefect_url}")
+                _reset_stats(sim_url)
+                wrap = _profiler(profile, tmp) if profile else None
+                server_cpu = servers.cpu_seconds(server)
+                server_spy = _profile_server(server, tmp) if profile == "raw" else None
+                runs.append(
+                    run_child(
+                        "glow",
+                        python("bench.child_glow", "--test", str(wl.test)),
+                        env=child_env(tmp, prefect_url),
+                        log_dir=tmp / "logs",
+                        timeout_s=timeout,
+                        wrap=wrap,
+                    )
+                )
+                after = servers.cpu_seconds(server)
+                if server_spy is not None:
+                    server_spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    server_spy.wait(60)
+                if server_cpu is not None and after is not None:
+                    extra["prefect_server_cpu_s"] = round(after - server_cpu, 2)
+                extra["glow_max_in_flight"] = _max_in_flight(sim_url)
+                _print_done(runs[-1])
+        summarise(
+            runs,
+            cells=cells,
+            concurrency=concurrency,
+            latency=latency,
+            agent=agent,
+            extra=extra,
+            skip_inspect=skip_inspect,
+        )
+        if profile:
+            extra["profile"] = str(tmp / f"glow-profile.{profile}")
+            print(f"profile: {extra['profile']}")
+    finally:
+        if not keep and not profile:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}")
+    return runs
+
+
+def _spy(*target: str, out: Path, fmt: str = "raw") -> list[str]:
+    """A py-spy command line. --gil samples only the thread holding the GIL, i.e. Python CPU
+    time; it is cheap, where blocking 100 Hz sampling of ~70 threads stalled the flow 3x, and it
+    leaves out the threads parked on locks and pools, which py-spy otherwise reports as busy."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return [py_spy, "record", "--rate", "50", "--gil", "--nonblocking", "--format", fmt,
+            "--output", str(out), *target]  # fmt: skip
+
+
+def _profiler(kind: str, tmp: Path) -> list[str]:
+    """py-spy over the Glow child: `raw` = collapsed stacks (for bench.profile_summary)."""
+    fmt = {"raw": "raw", "svg": "flamegraph", "speedscope": "speedscope"}[kind]
+    return _spy("--", out=tmp / f"glow-profile.{kind}", fmt=fmt)
+
+
+def _profile_server(server: psutil.Process | None, tmp: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy attached to the Prefect server for the length of Glow's run (its CPU is Glow's)."""
+    if server is None:
+        return None
+    cmd = _spy("--pid", str(server.pid), out=tmp / "prefect-server-profile.raw")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _print_done(r: ChildRun) -> None:
+    state = "ok" if r.ok else f"FAILED rc={r.returncode}, see {r.log}"
+    print(
+        f"  {r.name}: {state}, wall {r.wall_s:.1f}s (run {r.run_wall_s or 0:.1f}s), "
+        f"CPU {r.cpu_s:.1f}s, RSS {r.max_rss_mb:.0f} MB",
+        flush=True,
+    )
+    if not r.ok and r.log and r.log.exists():
+        print("    " + "\n    ".join(r.log.read_text(errors="replace").splitlines()[-15:]))
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return report.fmt(report.ratio(a, b), ".2f")
+
+
+def summarise(
+    runs: list[ChildRun],
+    *,
+    cells: int,
+    concurrency: int,
+    latency: float,
+    agent: bool,
+    extra: dict[str, Any],
+    skip_inspect: bool,
+) -> None:
+    by = {r.name: r for r in runs}
+    print()
+    report.print_table(runs)
+    glow, bare, insp = by.get("glow"), by.get("bare"), by.get("inspect")
+    floor = cells * (2 if agent else 1) * latency / concurrency
+    print(f"physical floor: {floor:.1f}s of model latency at {concurrency} in flight")
+    if glow and bare:
+        print(
+            f"a/b (glow/bare): run {_ratio(glow.run_wall_s, bare.run_wall_s)}"
+            f"  process wall {glow.wall_s / bare.wall_s:.2f}"
+            f"  peak RSS {glow.max_rss_mb / bare.max_rss_mb:.2f}"
+        )
+        per_cell_ms = (glow.cpu_s - bare.cpu_s) / cells * 1000
+        extra["glow_cpu_per_cell_ms"] = round(per_cell_ms, 2)
+        server = extra.get("prefect_server_cpu_s")
+        print(
+            f"Glow CPU per cell beyond litellm: {per_cell_ms:.1f} ms (flow process)"
+            + (
+                f"; Prefect server CPU during the run {server:.1f}s "
+                f"= {server / cells * 1000:.1f} ms/cell more"
+                if server is not None
+                else ""
+            )
+        )
+    if glow and insp:
+        print(
+            f"a/c (glow/inspect): run {_ratio(glow.run_wall_s, insp.run_wall_s)}"
+            f"  process wall {glow.wall_s / insp.wall_s:.2f}"
+        )
+    elif skip_inspect:
+        print("Inspect AI skipped (--skip-inspect)")
+    same, verdict = report.compare_scores(runs)
+    print(("OK: " if same else "MISMATCH: ") + verdict)
+    for key in ("bare_max_in_flight", "inspect_max_in_flight", "glow_max_in_flight"):
+        if key in extra:
+            print(f"{key}: {extra[key]}")
+    params = {"cells": cells, "concurrency": concurrency, "latency": latency}
+    if extra.get("profiled"):
+        print("profiled run: figures are perturbed by py-spy and not appended")
+        return
+    report.append("agent" if agent else "flow", params, runs, verdict, extra)
+    print(f"appended to {report.RESULTS_JSONL.name} and {report.RESULTS_MD.name}")

@@ -1,0 +1,70 @@
+"""`run-invocation-flow`: run (or re-fire) one invocation, then rebuild its test's results.
+
+The HTTP API's `invocation_run` starts this flow, so a single invocation shows up in the Prefect
+UI like a test does: a flow run with one `run-invocation` task run, the trace artifact, and the
+refreshed leaderboard. The API opens the run in the store first (so it can answer with the run
+id, or 409, at once) and passes its id here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import Cancelled
+
+from glow.models import Cell, Status, slugify
+from glow.store import Store
+from tasks.aggregate import build_results, publish
+from tasks.run_invocation import TestContext, context_for, register_context, run_invocation
+
+_rebuild_locks: dict[str, threading.Lock] = {}
+_rebuild_guard = threading.Lock()
+
+
+def rebuild_results(store: Store, test_id: str) -> Any:
+    """Rebuild a test's AggregatedResults; one rebuild per test at a time in this process."""
+    with _rebuild_guard:
+        lock = _rebuild_locks.setdefault(test_id, threading.Lock())
+    with lock:
+        return build_results(store, test_id)
+
+
+def fresh_context(test_id: str, store: Store) -> TestContext:
+    """The test's context without a publisher left behind by an earlier flow on another loop.
+
+    A `run-test` flow registers a context whose artifact publisher belongs to its event loop;
+    cells started here must publish (and flush) on their own.
+    """
+    ctx = context_for(test_id, store)
+    if ctx.publisher is not None:
+        ctx = TestContext(test_id, ctx.loaded, ctx.store)
+        register_context(ctx)
+    return ctx
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    return slugify(f"invocation-{str(params.get('invocation_id', ''))[:8]}")
+
+
+@flow(name="run-invocation-flow", flow_run_name=_run_name, log_prints=True)
+async def run_invocation_flow(invocation_id: str, run_id: str | None = None) -> Any:
+    """Run one invocation (the run `run_id` if the API opened one) and rebuild the results."""
+    store = Store.from_settings()
+    inv = await asyncio.to_thread(store.get_invocation, invocation_id, runs=False)
+    ctx = await asyncio.to_thread(fresh_context, inv.test_id, store)
+    cell = Cell(test_id=inv.test_id, scenario_id=inv.scenario_id, model=inv.model,
+                agent=inv.agent, epoch=inv.epoch)
+    state = await run_invocation(cell, run_id=run_id, return_state=True)
+    built = await asyncio.to_thread(rebuild_results, ctx.store, inv.test_id)
+    await publish(built)
+    final = await asyncio.to_thread(store.get_invocation, invocation_id, runs=False)
+    print(f"invocation {invocation_id}: {final.status.value}")
+    if state.is_cancelled() or final.status is Status.terminated:
+        # Terminated through the API: the flow run reads Cancelled in the UI, like its task run.
+        return Cancelled(message=f"invocation {invocation_id} was terminated")
+    return {"invocation_id": invocation_id, "run_id": run_id, "status": final.status.value}

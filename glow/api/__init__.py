@@ -1,0 +1,101 @@
+"""The HTTP API of `glow serve`: every op is `POST /test/<op>` with a JSON body.
+
+Invocation ops (`invocation_get`, `invocation_create`, `invocation_run`, `invocation_complete`,
+`invocation_terminate`, `invocation_trace`, `invocation_draft`, `invocations`,
+`invocation_drafts`) and the test-level ops around them (`create`, `get`, `run`, `list`,
+`results`). `GET /openapi.json` documents each with its request and response schema, `/docs`
+renders it. See docs/api.md.
+
+Prefect is not imported until the server has chosen its Prefect API: the configured
+`PREFECT_API_URL`, or an embedded server it starts once (Prefect reads its settings at import).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from glow.api.errors import BearerAuth, error_response, install_error_handlers, validation_message
+from glow.store import Store
+
+log = logging.getLogger("glow.api")
+
+
+def create_app(token: str | None, store: Store | None = None, *, prefect: bool = True) -> FastAPI:
+    """The API app. `token` None means open (the caller checks it is on loopback)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with ExitStack() as stack:
+            app.state.store = store or Store.from_settings()
+            if prefect:
+                from glow.prefect_server import embedded_prefect
+                from glow.settings import get_settings
+
+                embedded = not os.environ.get("PREFECT_API_URL")
+                log_path = get_settings().data_dir / "prefect-server.log"
+                if embedded:
+                    log.info("starting an embedded Prefect server (~15 s; log: %s)", log_path)
+                app.state.prefect_url = stack.enter_context(embedded_prefect(log_path))
+                import flows.run_invocation  # noqa: F401 - warm: the first run answers fast
+
+                log.info("Prefect API: %s", app.state.prefect_url)
+            yield
+
+    app = FastAPI(
+        title="Glow API",
+        version="1",
+        summary="Drive a test's invocations: every op is POST /test/<op> with a JSON body.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_: Any, exc: ValidationError) -> Any:
+        return error_response(422, validation_message(list(exc.errors())))
+
+    from glow.api import invocations, tests
+
+    app.include_router(invocations.router)
+    app.include_router(tests.router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(BearerAuth, token=token)
+    _document_auth(app)
+    return app
+
+
+def _document_auth(app: FastAPI) -> None:
+    """Declare the bearer scheme in the OpenAPI document (clients and schemathesis read it)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                 routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def serve(host: str, port: int, token: str | None) -> None:
+    """Run the API under uvicorn until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    uvicorn.run(create_app(token), host=host, port=port, log_level="info")
