@@ -7,8 +7,10 @@ Used by `run-invocation` right after the model answers, and by `glow regrade` on
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,11 @@ from glow.models import (
 )
 from glow.store import Store
 from rubrics import GradingContext, applies_to, current_standard, grade, load_rubric
+
+# Judged rubrics grade in a thread that blocks on the judge call it hands back to the loop. That
+# call needs the loop's default executor (litellm's acompletion builds its request there), so
+# grading must never occupy that executor itself, or a few judged cells at once deadlock it.
+_GRADING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="glow-grade")
 
 
 @dataclass
@@ -106,7 +113,11 @@ async def grade_run(
     judged = any(
         s.kind == "llm_judge" and applies_to(s, scenario.category) for s in rubric.standards
     )
-    result = await asyncio.to_thread(grade, rubric, ctx) if judged else grade(rubric, ctx)
+    if judged:
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        result = await loop.run_in_executor(_GRADING_THREADS, context.run, grade, rubric, ctx)
+    else:
+        result = grade(rubric, ctx)
     scores = result.standard_scores(
         invocation_id=invocation_id, run_id=run_id, grading_id=str(uuid.uuid4())
     )

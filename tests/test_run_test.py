@@ -230,7 +230,7 @@ def test_quickstart_command_end_to_end(
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "COLUMNS": "200"}
     command = [sys.executable, "-m", "glow.cli", "run", "data/tests/quickstart.yaml"]
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
-                           timeout=600)
+                           timeout=180)
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
     assert "Traceback" not in output and "ERROR" not in output
@@ -245,7 +245,7 @@ def test_quickstart_command_end_to_end(
 
     calls = total_requests(sim_stats(simulator))
     again = subprocess.run([*command, "--resume", test_id], capture_output=True, text=True,
-                           env=env, cwd=ROOT, timeout=600)
+                           env=env, cwd=ROOT, timeout=180)
     assert again.returncode == 0, again.stdout + again.stderr
     assert total_requests(sim_stats(simulator)) == calls
     pd.testing.assert_frame_equal(agg, pd.read_parquet(results / "aggregated.parquet"))
