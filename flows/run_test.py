@@ -32,6 +32,7 @@ from prefect.states import Cancelled
 
 from glow import progress
 from glow.artifacts import ArtifactPublisher
+from glow.budget import Budget
 from glow.models import Cell, Status, TestSpec, slugify, utcnow
 from glow.planning import create_or_resume
 from glow.spec import load_test, preflight, resolve_test
@@ -89,7 +90,9 @@ async def _watch_state(flow_run_id: str | None, workers: list[asyncio.Task[None]
                 return
 
 
-async def _run_cells(todo: list[Cell], concurrency: int, on_done: Any) -> None:
+async def _run_cells(
+    todo: list[Cell], concurrency: int, on_done: Any, budget: Budget | None = None
+) -> None:
     queue: asyncio.Queue[Cell] = asyncio.Queue()
     for cell in todo:
         queue.put_nowait(cell)
@@ -106,6 +109,8 @@ async def _run_cells(todo: list[Cell], concurrency: int, on_done: Any) -> None:
 
     async def worker() -> None:
         while not queue.empty():
+            if budget is not None and budget.exhausted:
+                return  # the cells not started stay queued; a resume with more budget runs them
             cell = queue.get_nowait()
             try:
                 status = await run_one(cell)
@@ -156,7 +161,8 @@ async def run_test(
     record, plan = create_or_resume(store, loaded, test_id, resume=resume)
     test_id = record.test_id
     publisher = ArtifactPublisher()
-    register_context(TestContext(test_id, loaded, store, publisher=publisher))
+    context = TestContext(test_id, loaded, store, publisher=publisher)
+    register_context(context)
     flow_ctx = FlowRunContext.get()
     flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
     store.update_test(test_id, status="running", flow_run_id=flow_run_id)
@@ -185,7 +191,7 @@ async def run_test(
             update.add_done_callback(pending_updates.discard)
 
     try:
-        await _run_cells(todo, loaded.spec.concurrency, on_done)
+        await _run_cells(todo, loaded.spec.concurrency, on_done, context.budget)
     except _Cancelled:
         await publisher.flush()
         await asyncio.to_thread(finish_cancelled, store, test_id)
@@ -195,7 +201,13 @@ async def run_test(
     await asyncio.gather(*pending_updates, return_exceptions=True)
     await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
     built = await aggregate(test_id)
-    store.update_test(test_id, status="completed")
+    if context.budget is not None and context.budget.exhausted:
+        store.update_test(test_id, status="budget_exhausted")
+        print(f"test {test_id}: budget exhausted; "
+              f"spent ${context.budget.spent_usd:.4f} of ${context.budget.limit_usd:g}; "
+              "cells not started stay queued (raise budget_usd, then resume)")
+    else:
+        store.update_test(test_id, status="completed")
     return {
         "test_id": test_id,
         "counts": store.count_invocations(test_id),

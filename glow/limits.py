@@ -1,20 +1,72 @@
 """In-process concurrency limits: each model's max in flight, shared by all cells of a test.
 
 A slot is held only while a request is on the wire, not while a retry waits, so backoff never
-starves the other cells of a model. Cells run on one event loop, so asyncio semaphores suffice;
-they are keyed by loop as well, since an asyncio primitive belongs to the loop that uses it.
+starves the other cells of a model. Cells usually share one event loop, but grading threads,
+`call_model` (one `asyncio.run` per call) and the API's background runs bring other loops and
+threads; so a slot is a thread-safe counter whose waiters are futures of their own loops, not
+an asyncio.Semaphore (which belongs to one loop and would give each loop its own limit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
+
+class _Slots:
+    """At most `limit` holders at once, across threads and event loops, first come first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self.held < self.limit and not self._waiters:
+                self.held += 1
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            with self._lock:
+                try:
+                    self._waiters.remove((loop, future))
+                    handed_over = False
+                except ValueError:
+                    handed_over = True
+            # Handed over and granted before the cancel landed: the slot is ours to give back.
+            # Handed over but not yet granted: `_grant` sees the cancelled future and passes it on.
+            if handed_over and future.done() and not future.cancelled():
+                self.release()
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._waiters:
+                self.held -= 1
+                return
+            # The slot passes straight to the next waiter: `held` stays the same.
+            loop, future = self._waiters.popleft()
+        loop.call_soon_threadsafe(self._grant, future)
+
+    def _grant(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():  # cancelled after it was popped: its slot goes to the next one
+            self.release()
+        else:
+            future.set_result(None)
+
+
 _lock = threading.Lock()
-_semaphores: dict[tuple[int, str, str], asyncio.Semaphore] = {}
+_slots: dict[tuple[str, str], _Slots] = {}
 
 
 def model_slot(
@@ -23,13 +75,17 @@ def model_slot(
     """A factory of async context managers bounding concurrent calls of `model` in `scope`."""
     if limit is None:
         return nullcontext
+    with _lock:
+        slots = _slots.get((scope, model))
+        if slots is None or slots.limit != limit:
+            slots = _slots[(scope, model)] = _Slots(limit)
 
-    def slot() -> AbstractAsyncContextManager[Any]:
-        key = (id(asyncio.get_running_loop()), scope, model)
-        with _lock:
-            semaphore = _semaphores.get(key)
-            if semaphore is None:
-                semaphore = _semaphores[key] = asyncio.Semaphore(limit)
-        return semaphore
+    @asynccontextmanager
+    async def slot() -> AsyncIterator[None]:
+        await slots.acquire()
+        try:
+            yield
+        finally:
+            slots.release()
 
     return slot

@@ -10,6 +10,8 @@ without it and any echo of it in an error message is masked.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import os
 import random
 import threading
@@ -19,6 +21,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from glow.budget import Budget
 from glow.models import ModelSpec, TraceEvent
 
 # litellm fetches its price map and tokenizers from the internet at import unless told not to.
@@ -82,6 +85,10 @@ class CallOptions:
     backoff_max_s: float = 30.0
     # Held only while a request is on the wire (see glow.limits), never during a backoff wait.
     slot: Callable[[], AbstractAsyncContextManager[Any]] = field(default=nullcontext)
+    # A total deadline for the logical call, retries and waits included; None: attempts bound it.
+    deadline_s: float | None = None
+    # The test's spending limit: checked before each attempt starts, charged when one answers.
+    budget: Budget | None = None
 
 
 _NOT_RETRIED = (
@@ -124,13 +131,35 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def retry_after_s(exc: BaseException) -> float | None:
+    """The wait a provider asked for, in seconds, or None.
+
+    Reads `retry-after-ms` first (OpenAI and Azure send it; the openai SDK prefers it), then
+    `retry-after` as seconds or as an HTTP date (RFC 9110 allows both).
+    """
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("retry-after") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    headers = getattr(response, "headers", None)
+    if headers is None or not hasattr(headers, "get"):
         return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _price(spec: ModelSpec, response: Any, input_tokens: int, output_tokens: int) -> float | None:
@@ -176,10 +205,16 @@ async def acall_model(
     if tools:
         request_record["tools"] = [t["function"]["name"] for t in tools]
     events: list[TraceEvent] = []
+    deadline = None if options.deadline_s is None else time.monotonic() + options.deadline_s
     attempt = 0
     while True:
         attempt += 1
         started = time.perf_counter()
+        timeout = options.timeout_s
+        if deadline is not None:
+            timeout = max(0.1, min(timeout, deadline - time.monotonic()))
+        if options.budget is not None:
+            options.budget.check()
         try:
             async with options.slot():
                 response = await lib.acompletion(
@@ -188,7 +223,7 @@ async def acall_model(
                     tools=tools or None,
                     api_base=spec.api_base,
                     api_key=key,
-                    timeout=options.timeout_s,
+                    timeout=timeout,
                     num_retries=0,
                     max_retries=0,
                     **params,
@@ -203,6 +238,8 @@ async def acall_model(
             input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
             output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
             cost = _price(spec, response, input_tokens, output_tokens)
+            if options.budget is not None:
+                options.budget.charge(cost)
             events.append(
                 TraceEvent(
                     kind="model_call",
@@ -231,13 +268,30 @@ async def acall_model(
                     error_message=message_text,
                 )
             )
+            final: ModelCallError | None = None
+            wait = 0.0
             if attempt > options.max_retries or not is_retryable(exc):
-                raise ModelCallError(error_type, message_text, events) from None
-            wait = retry_after_s(exc)
-            if wait is None:
-                wait = min(options.backoff_max_s, options.backoff_base_s * 2 ** (attempt - 1))
-                wait *= 0.5 + random.random()  # jitter, so retries of many cells spread out
-            await asyncio.sleep(min(wait, options.backoff_max_s))
+                final = ModelCallError(error_type, message_text, events)
+            else:
+                asked = retry_after_s(exc)
+                if asked is None:
+                    wait = min(options.backoff_max_s, options.backoff_base_s * 2 ** (attempt - 1))
+                    wait *= 0.5 + random.random()  # jitter, so retries of many cells spread out
+                else:
+                    wait = min(asked, options.backoff_max_s)
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    final = ModelCallError(
+                        "DeadlineExceeded",
+                        f"gave up after {attempt} attempt(s): the invocation's deadline of "
+                        f"{options.deadline_s:g}s would pass before the next retry "
+                        f"(last error: {error_type}: {message_text[:300]})",
+                        events,
+                    )
+        # Raised outside the except block: a chained __context__ would carry the provider's
+        # unmasked message (and with it, for a 401, the key) into any traceback that logs it.
+        if final is not None:
+            raise final
+        await asyncio.sleep(wait)
 
 
 class EmptyResponseError(Exception):

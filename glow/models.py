@@ -191,6 +191,9 @@ class TestSpec(SpecModel):
     concurrency: int = Field(8, ge=1, le=1024)
     timeout_s: float = Field(60.0, gt=0, description="Per model call.")
     max_retries: int = Field(2, ge=0, le=20)
+    deadline_s: float | None = Field(
+        None, gt=0, description="Total time for one model call, its retries and waits included."
+    )
     budget_usd: float | None = Field(None, gt=0)
     tags: list[str] = Field(default_factory=list)
 

@@ -276,6 +276,15 @@ def preflight(loaded: LoadedTest) -> None:
                 f"{where}: {field_path}.model: litellm does not know the provider of "
                 f"{model.model!r}; write it as provider/model, e.g. openai/gpt-4o-mini"
             ) from None
+        if (
+            loaded.spec.budget_usd is not None
+            and model.prices is None
+            and not _known_model(lib, model.model)
+        ):
+            raise SpecError(
+                f"{where}: {field_path}: model {model.name!r} has no known price, so budget_usd "
+                "cannot be enforced; add `prices` (input/output_cost_per_token) to the model"
+            )
         if field_path == "judge" and model.api_base is None and not _known_model(lib, model.model):
             raise SpecError(
                 f"{where}: judge.model: {model.model!r} is not a model litellm knows; use a "

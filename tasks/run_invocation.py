@@ -30,6 +30,7 @@ from prefect.states import Cancelled
 
 from glow import cancel
 from glow.artifacts import ArtifactPublisher
+from glow.budget import Budget
 from glow.limits import model_slot
 from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
@@ -70,12 +71,18 @@ class TestContext:
         self.scenarios = self.loaded.scenarios_by_id
         self.models = {m.name: m for m in self.loaded.spec.models}
         self.agents = {a.name: a for a in self.loaded.spec.agents}
+        self.budget: Budget | None = None
+        if self.loaded.spec.budget_usd is not None:
+            spent = sum(i.cost_usd or 0.0 for i in self.store.list_invocations(self.test_id))
+            self.budget = Budget(self.loaded.spec.budget_usd, spent)
 
     def options(self, model: ModelSpec) -> CallOptions:
         spec = self.loaded.spec
         return CallOptions(
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
+            deadline_s=spec.deadline_s,
+            budget=self.budget,
             slot=model_slot(self.test_id, model.name, model.max_in_flight),
         )
 

@@ -249,3 +249,38 @@ def test_quickstart_command_end_to_end(
     assert again.returncode == 0, again.stdout + again.stderr
     assert total_requests(sim_stats(simulator)) == calls
     pd.testing.assert_frame_equal(agg, pd.read_parquet(results / "aggregated.parquet"))
+
+
+def test_budget_stops_new_calls_and_leaves_cells_queued(glow_env: Path, simulator: Any) -> None:
+    """A budget of a few cells' cost: the test ends budget_exhausted, the rest stay queued."""
+    from flows.run_test import run_test_sync as run_test
+    from glow.store import Store
+
+    budget = 4e-5  # a cell costs ~1.5e-5 (model + judge) at the quickstart's prices
+    path = write_test(glow_env, budget_usd=budget, concurrency=2)
+    before = total_requests(sim_stats(simulator))
+    result = run_test(path=str(path))
+    store = Store.from_settings()
+    test_id = result["test_id"]
+    assert store.get_test(test_id).status == "budget_exhausted"
+    invocations = store.list_invocations(test_id)
+    queued = [i for i in invocations if i.status == "queued"]
+    spent = [i.cost_usd or 0.0 for i in invocations if i.status != "queued"]
+    assert queued and len(queued) < len(invocations)
+    assert all(i.attempts == 0 for i in queued)  # never started, never called
+    # The overshoot is bounded by the cells in flight when the budget ran out.
+    assert budget <= sum(spent) <= budget + 2 * max(spent)
+    assert total_requests(sim_stats(simulator)) - before < 2 * len(invocations)
+
+
+def test_budget_refuses_a_model_without_price(glow_env: Path, simulator: Any) -> None:
+    from flows.run_test import run_test_sync as run_test
+    from glow.errors import SpecError
+
+    spec = yaml.safe_load((ROOT / "data/tests/quickstart.yaml").read_text())
+    unpriced = {k: v for k, v in spec["models"][0].items() if k != "prices"}
+    path = write_test(glow_env, models=[unpriced], budget_usd=1.0)
+    before = total_requests(sim_stats(simulator))
+    with pytest.raises(SpecError, match=r"models\[0\].*no known price.*budget_usd"):
+        run_test(path=str(path))
+    assert total_requests(sim_stats(simulator)) == before
