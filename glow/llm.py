@@ -103,14 +103,20 @@ _NOT_RETRIED = (
 )
 
 
-def resolve_key(spec: ModelSpec) -> str | None:
-    """The key named by the spec: an env var, or a Prefect Secret block (loaded on demand)."""
+_secret_keys: dict[str, str] = {}  # Prefect Secret block name -> value, loaded once per process
+
+
+async def resolve_key(spec: ModelSpec) -> str | None:
+    """The key named by the spec: an env var, or a Prefect Secret block (loaded once)."""
     if spec.api_key_env:
         return os.environ.get(spec.api_key_env)
     if spec.api_key_secret:
-        from prefect.blocks.system import Secret
+        if spec.api_key_secret not in _secret_keys:
+            from prefect.blocks.system import Secret
 
-        return str(Secret.load(spec.api_key_secret).get())
+            block = await Secret.aload(spec.api_key_secret)
+            _secret_keys[spec.api_key_secret] = str(block.get())
+        return _secret_keys[spec.api_key_secret]
     return None
 
 
@@ -199,7 +205,7 @@ async def acall_model(
     """
     options = options or CallOptions()
     lib = litellm()
-    key = resolve_key(spec)
+    key = await resolve_key(spec)
     params = dict(spec.params)
     request_record: dict[str, Any] = {"model": spec.model, "messages": messages, "params": params}
     if tools:
