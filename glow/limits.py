@@ -1,5 +1,10 @@
 """In-process concurrency limits: each model's max in flight, shared by all cells of a test.
 
+Adaptive: a 429 halves the slots a model may use (at most once a second, so one burst counts
+once), and each run of successes as long as the current limit gives one back, up to the
+model's `max_in_flight`. Sustained rate limiting thus slows a test down instead of spending its
+retries; a provider that recovers gets the full concurrency again.
+
 A slot is held only while a request is on the wire, not while a retry waits, so backoff never
 starves the other cells of a model. Cells usually share one event loop, but grading threads,
 `call_model` (one `asyncio.run` per call) and the API's background runs bring other loops and
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -22,14 +28,17 @@ class _Slots:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.allowed = limit  # the adaptive limit, 1..limit
         self.held = 0
+        self._successes = 0
+        self._last_cut = 0.0
         self._lock = threading.Lock()
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self.held < self.limit and not self._waiters:
+            if self.held < self.allowed and not self._waiters:
                 self.held += 1
                 return
             future: asyncio.Future[None] = loop.create_future()
@@ -51,12 +60,38 @@ class _Slots:
 
     def release(self) -> None:
         with self._lock:
-            if not self._waiters:
+            if not self._waiters or self.held > self.allowed:
                 self.held -= 1
                 return
             # The slot passes straight to the next waiter: `held` stays the same.
             loop, future = self._waiters.popleft()
         loop.call_soon_threadsafe(self._grant, future)
+
+    def rate_limited(self) -> None:
+        """A 429: halve the allowed slots (once per second at most)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_cut >= 1.0 and self.allowed > 1:
+                self.allowed = max(1, self.allowed // 2)
+                self._last_cut = now
+            self._successes = 0
+
+    def succeeded(self) -> None:
+        """An answer: after `allowed` answers in a row, give one slot back."""
+        woken = []
+        with self._lock:
+            if self.allowed >= self.limit:
+                return
+            self._successes += 1
+            if self._successes < self.allowed:
+                return
+            self._successes = 0
+            self.allowed += 1
+            while self._waiters and self.held < self.allowed:
+                self.held += 1
+                woken.append(self._waiters.popleft())
+        for loop, future in woken:
+            loop.call_soon_threadsafe(self._grant, future)
 
     def _grant(self, future: asyncio.Future[None]) -> None:
         if future.cancelled():  # cancelled after it was popped: its slot goes to the next one
@@ -69,6 +104,27 @@ _lock = threading.Lock()
 _slots: dict[tuple[str, str], _Slots] = {}
 
 
+class ModelSlot:
+    """Calling it gives an async context manager that holds one of the model's slots."""
+
+    def __init__(self, slots: _Slots) -> None:
+        self.slots = slots
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        await self.slots.acquire()
+        try:
+            yield
+        finally:
+            self.slots.release()
+
+    def rate_limited(self) -> None:
+        self.slots.rate_limited()
+
+    def succeeded(self) -> None:
+        self.slots.succeeded()
+
+
 def model_slot(
     scope: str, model: str, limit: int | None
 ) -> Callable[[], AbstractAsyncContextManager[Any]]:
@@ -79,13 +135,4 @@ def model_slot(
         slots = _slots.get((scope, model))
         if slots is None or slots.limit != limit:
             slots = _slots[(scope, model)] = _Slots(limit)
-
-    @asynccontextmanager
-    async def slot() -> AsyncIterator[None]:
-        await slots.acquire()
-        try:
-            yield
-        finally:
-            slots.release()
-
-    return slot
+    return ModelSlot(slots)

@@ -244,6 +244,8 @@ async def acall_model(
             input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
             output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
             cost = _price(spec, response, input_tokens, output_tokens)
+            if hasattr(options.slot, "succeeded"):
+                options.slot.succeeded()
             if options.budget is not None:
                 options.budget.charge(cost)
             events.append(
@@ -276,6 +278,8 @@ async def acall_model(
             )
             final: ModelCallError | None = None
             wait = 0.0
+            if getattr(exc, "status_code", None) == 429 and hasattr(options.slot, "rate_limited"):
+                options.slot.rate_limited()
             if attempt > options.max_retries or not is_retryable(exc):
                 final = ModelCallError(error_type, message_text, events)
             else:

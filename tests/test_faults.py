@@ -355,3 +355,32 @@ def test_slot_is_not_held_during_retry_after_wait(sim: SimulatorProcess) -> None
     stats = model_stats(sim)
     assert stats["requests"] == 3 and stats["faults"] == {"429": 1}
     assert stats["max_in_flight"] == 1
+
+
+def test_sustained_429s_slow_a_model_down_then_it_recovers(sim: SimulatorProcess) -> None:
+    """A burst of 429s cuts the model's slots; answers in a row give them back, up to the max."""
+    slot = model_slot("faults-adaptive", SLOW, 8)
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def watch() -> None:
+            while True:
+                seen.append(slot.slots.allowed)  # type: ignore[attr-defined]
+                await asyncio.sleep(0.02)
+
+        watcher = asyncio.create_task(watch())
+        opts = options(max_retries=10, slot=slot)
+        spec = spec_for(sim, SLOW)
+        phase(sim, {SLOW: {"fail_first": 16, "fail_kind": "429", "retry_after_s": 0.05}})
+        await asyncio.gather(*(acall_model(spec, ask(f"a{i}"), options=opts) for i in range(16)))
+        throttled = min(seen)
+        phase(sim, {SLOW: {}})
+        for _ in range(4):  # enough answers in a row to climb back to 8
+            calls = (acall_model(spec, ask(f"b{i}"), options=opts) for i in range(16))
+            await asyncio.gather(*calls)
+        watcher.cancel()
+        assert throttled < 8, seen
+        assert slot.slots.allowed == 8  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    assert model_stats(sim, SLOW)["max_in_flight"] <= 8
