@@ -33,6 +33,7 @@ from prefect.states import Cancelled
 from glow import progress
 from glow.artifacts import ArtifactPublisher
 from glow.budget import Budget
+from glow.limits import ensure_provider_limits
 from glow.models import Cell, Status, TestSpec, slugify, utcnow
 from glow.planning import create_or_resume
 from glow.spec import load_test, preflight, resolve_test
@@ -158,6 +159,7 @@ async def run_test(
     store = Store.from_settings()
     loaded = load_test(path) if path else resolve_test(test)  # type: ignore[arg-type]
     preflight(loaded)
+    await ensure_provider_limits(loaded.spec.provider_limits)
     record, plan = create_or_resume(store, loaded, test_id, resume=resume)
     test_id = record.test_id
     publisher = ArtifactPublisher()

@@ -136,3 +136,32 @@ def model_slot(
         if slots is None or slots.limit != limit:
             slots = _slots[(scope, model)] = _Slots(limit)
     return ModelSlot(slots)
+
+
+def provider_limit_name(provider: str) -> str:
+    """The Prefect global concurrency limit shared by every test calling `provider`."""
+    return "glow-provider-" + "".join(c if c.isalnum() else "-" for c in provider.lower())
+
+
+async def ensure_provider_limits(limits: dict[str, int]) -> None:
+    """Create or resize the global concurrency limits a test names (`provider_limits`)."""
+    if not limits:
+        return
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        for provider, limit in limits.items():
+            await client.upsert_global_concurrency_limit_by_name(
+                provider_limit_name(provider), limit
+            )
+
+
+def provider_slot(provider: str | None) -> Callable[[], AbstractAsyncContextManager[Any]]:
+    """A slot of the provider's strict Prefect global concurrency limit (or none)."""
+    if provider is None:
+        return nullcontext
+    from prefect.concurrency.asyncio import concurrency
+
+    name = provider_limit_name(provider)
+    # strict: a limit deleted under a running test fails its calls rather than lifting the cap.
+    return lambda: concurrency(name, occupy=1, strict=True)

@@ -89,6 +89,8 @@ class CallOptions:
     deadline_s: float | None = None
     # The test's spending limit: checked before each attempt starts, charged when one answers.
     budget: Budget | None = None
+    # Shared with other tests and processes through a Prefect global concurrency limit.
+    provider_slot: Callable[[], AbstractAsyncContextManager[Any]] = field(default=nullcontext)
 
 
 _NOT_RETRIED = (
@@ -222,7 +224,7 @@ async def acall_model(
         if options.budget is not None:
             options.budget.check()
         try:
-            async with options.slot():
+            async with options.slot(), options.provider_slot():
                 response = await lib.acompletion(
                     model=spec.model,
                     messages=messages,

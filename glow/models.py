@@ -195,6 +195,11 @@ class TestSpec(SpecModel):
         None, gt=0, description="Total time for one model call, its retries and waits included."
     )
     budget_usd: float | None = Field(None, gt=0)
+    provider_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Provider (e.g. openai) -> most calls in flight across every test sharing "
+        "the Prefect server, held through a strict Prefect global concurrency limit.",
+    )
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -31,7 +31,7 @@ from prefect.states import Cancelled
 from glow import cancel
 from glow.artifacts import ArtifactPublisher
 from glow.budget import Budget
-from glow.limits import model_slot
+from glow.limits import model_slot, provider_slot
 from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
     AgentSpec,
@@ -83,6 +83,9 @@ class TestContext:
             max_retries=spec.max_retries,
             deadline_s=spec.deadline_s,
             budget=self.budget,
+            provider_slot=provider_slot(
+                model.provider if model.provider in spec.provider_limits else None
+            ),
             slot=model_slot(self.test_id, model.name, model.max_in_flight),
         )
 
