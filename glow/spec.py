@@ -11,6 +11,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ class LoadedTest:
     path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 
-    @property
+    @cached_property  # looked up once per cell: rebuilding it each time made planning quadratic
     def scenarios_by_id(self) -> dict[str, Scenario]:
         return {s.id: s for s in self.scenarios}
 
