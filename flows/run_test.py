@@ -15,7 +15,8 @@ For deployment runs, whose process the runner kills, the `on_cancellation` hook 
 bookkeeping from the runner's side.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Prefect builds the flow's parameter model from
+# these annotations when a deployment run starts, and string annotations leave it undefined.
 
 import asyncio
 import time
