@@ -1,9 +1,10 @@
-"""`python -m bench [--mode flow|agent|api|aggregate|all] [--cells N] [--concurrency C] ...`
+"""`python -m bench [--mode flow|agent|api|aggregate|soak|all] [--cells N] [--concurrency C] ...`
 
 flow: Glow's run-test flow vs a bare litellm loop vs Inspect AI on N exact-answer cells.
 agent: the same with 3-turn calculator-agent cells (`--agent` is a shortcut for it).
 api: `glow tests invocation get` / `glow tests invocations` CLI latency and paged-list p95.
 aggregate: AggregatedResults of 1,000,000 invocation rows into parquet: wall and peak RSS.
+soak: Glow's flow over 2,000 cells with ~10% of model calls faulted; checks the end states.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--mode", choices=["flow", "agent", "api", "aggregate", "all"], default="flow"
+        "--mode", choices=["flow", "agent", "api", "aggregate", "soak", "all"], default="flow"
     )
-    parser.add_argument("--cells", type=int, default=1000)
+    parser.add_argument(
+        "--cells", type=int, default=None, help="default 1000 (flow, agent), 2000 (soak)"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.2, help="simulated model latency, s")
     parser.add_argument("--agent", action="store_true", help="same as --mode agent")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             from bench import flow_mode
 
             agent = current == "agent"
-            cells = 200 if agent and mode == "all" else args.cells
+            cells = 200 if agent and mode == "all" else args.cells or 1000
             runs = flow_mode.run(
                 cells=cells,
                 concurrency=args.concurrency,
@@ -57,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
                 keep=args.keep,
             )
             failed |= not all(r.ok for r in runs)
+        elif current == "soak":
+            from bench import soak_mode
+
+            failed |= not soak_mode.run(
+                cells=args.cells or 2000,
+                concurrency=args.concurrency,
+                latency=args.latency,
+                keep=args.keep,
+            )
         elif current == "api":
             from bench import api_mode
 

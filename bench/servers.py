@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -13,14 +14,20 @@ from bench.workload import MODEL
 
 
 @contextmanager
-def simulator(scenarios: Path, latency: float) -> Iterator[str]:
-    """A loopback simulator whose `bench-exact` model is always right, at a fixed latency."""
+def simulator(
+    scenarios: Path, latency: float, faults: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """A loopback simulator whose `bench-exact` model is always right, at a fixed latency.
+
+    `faults` (a `glow.simulator.Faults` JSON form per model) makes it fail some calls (soak mode).
+    """
     from glow.simulator import SimulatorProcess
 
     with SimulatorProcess(
         scenarios=scenarios,
         profiles={MODEL: f"1.0:{latency}"},
         latency=latency,
+        faults=faults,
         startup_timeout=120.0,
     ) as sim:
         yield sim.url
