@@ -11,6 +11,8 @@ died (kill -9) is noticed when its leases run out, and a live runner's cells are
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 import time
 import uuid
@@ -23,7 +25,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from glow.store import Store
 
-OWNER = uuid.uuid4().hex  # this process, as a lease owner
+# This process, as a lease owner: host and pid let a runner on the same host reclaim the cells
+# of a dead one at once (glow.store.owner_is_dead); others wait for the lease to run out.
+OWNER = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 POLL_S = 0.5
 RENEW_EVERY_S = 10.0
 LEASE_S = 60.0
