@@ -96,7 +96,14 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        # Sized for the API's worker threads (anyio's default 40) and the runner's concurrency:
+        # SQLAlchemy's default 5 + 10 made threads queue for a connection (or time out).
+        pool = {"pool_size": 40, "max_overflow": 88, "pool_timeout": 120}
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            **(pool if path and path != ":memory:" else {}),
+        )
         _sqlite_pragmas(engine)
         return engine
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)

@@ -125,6 +125,9 @@ invocations = Table(
     Column("lease_expires_at", UTCDateTime(), nullable=True),
     Index("ix_invocations_test_status", "test_id", "status"),
     Index("ix_invocations_test_model", "test_id", "model"),
+    # Keyset pages by invocation_id (migration 0002).
+    Index("ix_invocations_test_id", "test_id", "invocation_id"),
+    Index("ix_invocations_test_status_id", "test_id", "status", "invocation_id"),
 )
 
 runs = Table(
