@@ -87,6 +87,9 @@ class CallOptions:
     slot: Callable[[], AbstractAsyncContextManager[Any]] = field(default=nullcontext)
     # A total deadline for the logical call, retries and waits included; None: attempts bound it.
     deadline_s: float | None = None
+    # The same as a time.monotonic() instant, shared by all calls made with these options (an
+    # invocation's agent turns): wins over deadline_s.
+    deadline_at: float | None = None
     # The test's spending limit: checked before each attempt starts, charged when one answers.
     budget: Budget | None = None
     # Shared with other tests and processes through a Prefect global concurrency limit.
@@ -213,7 +216,9 @@ async def acall_model(
     if tools:
         request_record["tools"] = [t["function"]["name"] for t in tools]
     events: list[TraceEvent] = []
-    deadline = None if options.deadline_s is None else time.monotonic() + options.deadline_s
+    deadline = options.deadline_at
+    if deadline is None and options.deadline_s is not None:
+        deadline = time.monotonic() + options.deadline_s
     attempt = 0
     while True:
         attempt += 1
@@ -294,8 +299,8 @@ async def acall_model(
                 if deadline is not None and time.monotonic() + wait >= deadline:
                     final = ModelCallError(
                         "DeadlineExceeded",
-                        f"gave up after {attempt} attempt(s): the invocation's deadline of "
-                        f"{options.deadline_s:g}s would pass before the next retry "
+                        f"gave up after {attempt} attempt(s): the deadline (deadline_s) "
+                        "would pass before the next retry "
                         f"(last error: {error_type}: {message_text[:300]})",
                         events,
                     )

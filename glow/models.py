@@ -192,7 +192,10 @@ class TestSpec(SpecModel):
     timeout_s: float = Field(60.0, gt=0, description="Per model call.")
     max_retries: int = Field(2, ge=0, le=20)
     deadline_s: float | None = Field(
-        None, gt=0, description="Total time for one model call, its retries and waits included."
+        None,
+        gt=0,
+        description="Total time for one invocation's model calls (all agent turns), retries "
+        "and waits included; its judge calls get a deadline of their own.",
     )
     budget_usd: float | None = Field(None, gt=0)
     provider_limits: dict[str, int] = Field(

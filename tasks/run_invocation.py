@@ -81,7 +81,8 @@ class TestContext:
         return CallOptions(
             timeout_s=spec.timeout_s,
             max_retries=spec.max_retries,
-            deadline_s=spec.deadline_s,
+            # One deadline for the whole invocation: every turn of its agent loop shares it.
+            deadline_at=None if spec.deadline_s is None else time.monotonic() + spec.deadline_s,
             budget=self.budget,
             provider_slot=provider_slot(
                 model.provider if model.provider in spec.provider_limits else None

@@ -284,3 +284,25 @@ def test_budget_refuses_a_model_without_price(glow_env: Path, simulator: Any) ->
     with pytest.raises(SpecError, match=r"models\[0\].*no known price.*budget_usd"):
         run_test(path=str(path))
     assert total_requests(sim_stats(simulator)) == before
+
+
+def test_invocation_deadline_ends_hung_calls(glow_env: Path, simulator: Any) -> None:
+    """Every call hangs; with 10 retries allowed, deadline_s=3 still fails the cell in time."""
+    import time
+
+    from flows.run_test import run_test_sync as run_test
+
+    spec = yaml.safe_load((ROOT / "data/tests/quickstart.yaml").read_text())
+    path = write_test(glow_env, models=[spec["models"][1]], timeout_s=1, max_retries=10,
+                      deadline_s=3, concurrency=8)
+    simulator.set_faults({"sim-fast": {"fail_first": 1000, "fail_kind": "hang", "hang_s": 30}})
+    try:
+        started = time.monotonic()
+        result = run_test(path=str(path))
+        elapsed = time.monotonic() - started
+    finally:
+        simulator.set_faults({"sim-fast": None})
+    inv_df = pd.read_parquet(result["paths"]["invocations"])
+    assert set(inv_df["status"]) == {"failed"}
+    assert set(inv_df["error_type"]) <= {"DeadlineExceeded", "Timeout"}
+    assert elapsed < 30, elapsed  # 8 cells at once, each ended within ~3 s of its start
