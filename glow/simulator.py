@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import uvicorn
 from starlette.applications import Starlette
@@ -183,21 +183,7 @@ FaultKind = Literal[
     "400",
     "context",
 ]
-FAULT_KINDS: tuple[str, ...] = (
-    "429",
-    "429_no_retry_after",
-    "500",
-    "502",
-    "503",
-    "reset",
-    "hang",
-    "malformed",
-    "empty",
-    "slow_stream",
-    "401",
-    "400",
-    "context",
-)
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 RETRY_AFTER_FORMS = ("seconds", "http-date", "ms")
 _FAULT_OPTIONS = (
     "rates",

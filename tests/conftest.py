@@ -8,8 +8,10 @@ session because it takes ~20 s), the bundled OpenAI-compatible simulator over re
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,14 @@ def store(glow_env: Path) -> object:
     from glow.store import Store
 
     return Store.from_settings()
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll `predicate` until it returns something truthy (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")

@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from conftest import FAKE_KEY, ROOT
+from conftest import FAKE_KEY, ROOT, wait_for
 
 CATEGORIES = ("exact", "multiple_choice", "free_text", "tool_use")
 
@@ -63,16 +63,6 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     )
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-
 def _some_completed(store: Any, minimum: int = 3) -> Any:
     def check() -> str | None:
         try:
@@ -108,7 +98,7 @@ def test_ui_cancel_of_a_glow_run(
     proc = _start([str(_write_test(tmp_path, slow_sim))], env, log)
     try:
         store = Store(env["GLOW_DATABASE_URL"])
-        test_id = _wait(_some_completed(store), 60, "a few completed cells")
+        test_id = wait_for(_some_completed(store), 60, "a few completed cells")
         counts = store.count_invocations(test_id)
         assert counts.get("queued", 0) + counts.get("running", 0) >= 3, counts  # not finished
         flow_run_id = store.get_test(test_id).flow_run_id
@@ -147,7 +137,7 @@ def test_kill_9_mid_run_then_resume(
     proc = _start([str(yaml_path)], env, log)
     try:
         store = Store(env["GLOW_DATABASE_URL"])
-        test_id = _wait(_some_completed(store), 60, "a few completed cells")
+        test_id = wait_for(_some_completed(store), 60, "a few completed cells")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         killed_at = time.monotonic()

@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import FAKE_KEY, ROOT
+from conftest import FAKE_KEY, ROOT, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +27,6 @@ def slow_simulator() -> Any:
 
     with SimulatorProcess(profiles={"sim-slow": Profile(1.0, 0.5, kind="echo")}) as sim:
         yield sim
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def test_cancel_a_served_run_leaves_nothing_unfinished(
@@ -85,7 +74,7 @@ def test_cancel_a_served_run_leaves_nothing_unfinished(
                 except Exception:  # noqa: BLE001 - not registered yet
                     return False
 
-        _wait(deployed, 60, "the served deployment")
+        wait_for(deployed, 60, "the served deployment")
         flow_run = run_deployment(
             "run-test/local", parameters={"path": str(tmp_path / "test.yaml")}, timeout=0
         )
@@ -97,7 +86,7 @@ def test_cancel_a_served_run_leaves_nothing_unfinished(
                 return test_id
             return None
 
-        test_id = _wait(some_completed, 90, "a few completed cells")
+        test_id = wait_for(some_completed, 90, "a few completed cells")
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(flow_run.id, state=Cancelling(), force=True)
 
@@ -105,16 +94,16 @@ def test_cancel_a_served_run_leaves_nothing_unfinished(
             counts = store.count_invocations(test_id)
             return None if counts.get("running") or counts.get("queued") else counts
 
-        counts = _wait(settled, 45, "no invocation running or queued")
+        counts = wait_for(settled, 45, "no invocation running or queued")
         assert counts.get("completed", 0) >= 3 and counts.get("terminated", 0) >= 1, counts
         assert set(counts) <= {"completed", "terminated"}, counts
         for inv in store.list_invocations(test_id, status="completed"):
             assert inv.score is not None
         with get_client(sync_client=True) as client:
-            _wait(lambda: client.read_flow_run(flow_run.id).state.is_cancelled(), 45,
+            wait_for(lambda: client.read_flow_run(flow_run.id).state.is_cancelled(), 45,
                   "the flow run to be Cancelled")
         folder = tmp_path / "results" / test_id
-        _wait(lambda: (folder / "invocations.parquet").exists(), 30, "the parquet files")
+        wait_for(lambda: (folder / "invocations.parquet").exists(), 30, "the parquet files")
         invocations = pd.read_parquet(folder / "invocations.parquet")
         assert len(invocations) == sum(counts.values())
         assert (invocations["status"] == "completed").sum() == counts["completed"]
