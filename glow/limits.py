@@ -148,12 +148,17 @@ async def ensure_provider_limits(limits: dict[str, int]) -> None:
     if not limits:
         return
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists
 
     async with get_client() as client:
         for provider, limit in limits.items():
-            await client.upsert_global_concurrency_limit_by_name(
-                provider_limit_name(provider), limit
-            )
+            name = provider_limit_name(provider)
+            try:
+                await client.upsert_global_concurrency_limit_by_name(name, limit)
+            except ObjectAlreadyExists:
+                # Two tests starting together both saw no limit and both created it;
+                # the loser resizes the winner's limit instead.
+                await client.upsert_global_concurrency_limit_by_name(name, limit)
 
 
 def provider_slot(provider: str | None) -> Callable[[], AbstractAsyncContextManager[Any]]:
