@@ -83,8 +83,11 @@ def call(op: str, body: Any, *, url: str | None = None, timeout: float = 60.0) -
     except httpx.TimeoutException:
         _die(f"no answer from {target} within {timeout:g} s", 3)
     except httpx.HTTPError as exc:
-        _die(f"cannot reach the Glow API at {base} ({type(exc).__name__}: {exc}); is "
-             "`glow serve` running there? Set GLOW_INSTANCE_URL to its URL.", 3)
+        _die(
+            f"cannot reach the Glow API at {base} ({type(exc).__name__}: {exc}); is "
+            "`glow serve` running there? Set GLOW_INSTANCE_URL to its URL.",
+            3,
+        )
     try:
         payload = response.json()
     except ValueError:
@@ -117,29 +120,37 @@ def _command(app: typer.Typer, name: str, op: str, doc: str, default_body: str |
 
 
 for _name, _doc in (
-    ("get", "Hydrate one invocation: {\"invocation_id\": ..., \"include_trace\": true}."),
-    ("create", "Seed a queued invocation: a cell (test_id, scenario_id, model, agent, epoch) "
-               "or {\"draft_id\": ...}."),
-    ("run", "Start or re-fire an invocation as a Prefect flow run: {\"invocation_id\": ...}."),
+    ("get", 'Hydrate one invocation: {"invocation_id": ..., "include_trace": true}.'),
+    (
+        "create",
+        "Seed a queued invocation: a cell (test_id, scenario_id, model, agent, epoch) "
+        'or {"draft_id": ...}.',
+    ),
+    ("run", 'Start or re-fire an invocation as a Prefect flow run: {"invocation_id": ...}.'),
     ("complete", "Mark completed, optionally with output and/or scores."),
-    ("terminate", "Terminate a running or queued invocation: {\"invocation_id\": ...}."),
-    ("trace", "The trace entry: {\"test_id\", \"test_invocation_id\"[, \"run_id\"]} or "
-              "{\"invocation_id\"}."),
+    ("terminate", 'Terminate a running or queued invocation: {"invocation_id": ...}.'),
+    (
+        "trace",
+        'The trace entry: {"test_id", "test_invocation_id"[, "run_id"]} or {"invocation_id"}.',
+    ),
     ("draft", "Create (test_id, ...) or edit (draft_id, ...) a draft."),
-    ("drafts", "A test's drafts: {\"test_id\": ...}."),
+    ("drafts", 'A test\'s drafts: {"test_id": ...}.'),
 ):
     _command(invocation_app, _name, f"invocation_{_name}", _doc, None)
 
-_command(tests_app, "invocations", "invocations",
-         "A page of a test's invocations: {\"test_id\", \"page_size\", \"page_token\", "
-         "\"status\", \"model\"}.", None)
+_command(
+    tests_app,
+    "invocations",
+    "invocations",
+    'A page of a test\'s invocations: {"test_id", "page_size", "page_token", "status", "model"}.',
+    None,
+)
 
 for _name, _doc, _default in (
-    ("create", "Create a test from a spec (JSON) or {\"path\": \"test.yaml\"} on the server.",
-     None),
-    ("get", "A test and its invocation counts: {\"test_id\": ...}.", None),
-    ("run", "Start the run-test flow for a test in the background: {\"test_id\": ...}.", None),
-    ("list", "Tests, newest first: {\"limit\": 100}.", "{}"),
-    ("results", "A test's AggregatedResults rows: {\"test_id\": ..., \"rebuild\": false}.", None),
+    ("create", 'Create a test from a spec (JSON) or {"path": "test.yaml"} on the server.', None),
+    ("get", 'A test and its invocation counts: {"test_id": ...}.', None),
+    ("run", 'Start the run-test flow for a test in the background: {"test_id": ...}.', None),
+    ("list", 'Tests, newest first: {"limit": 100}.', "{}"),
+    ("results", 'A test\'s AggregatedResults rows: {"test_id": ..., "rebuild": false}.', None),
 ):
     _command(tests_app, _name, _name, _doc, _default)

@@ -56,7 +56,9 @@ def start_flow(
 
 
 async def _carry_out(
-    flow: Any, flow_run: Any, parameters: dict[str, Any],
+    flow: Any,
+    flow_run: Any,
+    parameters: dict[str, Any],
     on_crash: Callable[[BaseException], None] | None,
 ) -> None:
     from prefect.flow_engine import run_flow

@@ -36,23 +36,33 @@ def create_cell(
         raise ApiError(404, f"scenario {scenario_id!r} is not in test {test_id}")
     models = {m.name: m for m in loaded.spec.models}
     if model not in models:
-        raise ApiError(422, f"model: {model!r} is not a model of test {test_id} "
-                            f"(its models: {', '.join(models)})")
+        raise ApiError(
+            422,
+            f"model: {model!r} is not a model of test {test_id} (its models: {', '.join(models)})",
+        )
     agents = [a.name for a in loaded.spec.agents]
     agent = agent or agents[0]
     if agent not in agents:
-        raise ApiError(422, f"agent: {agent!r} is not an agent of test {test_id} "
-                            f"(its agents: {', '.join(agents)})")
+        raise ApiError(
+            422,
+            f"agent: {agent!r} is not an agent of test {test_id} (its agents: {', '.join(agents)})",
+        )
     scenario = loaded.scenarios_by_id[scenario_id]
     missing = sorted(set(scenario.modalities) - set(models[model].modalities))
     if missing:
-        raise ApiError(422, f"model: {model} does not accept {', '.join(missing)}, which "
-                            f"scenario {scenario_id} needs")
+        raise ApiError(
+            422,
+            f"model: {model} does not accept {', '.join(missing)}, which "
+            f"scenario {scenario_id} needs",
+        )
     cell = Cell(test_id=test_id, scenario_id=scenario_id, model=model, agent=agent, epoch=epoch)
     if not store.ensure_invocations([invocation_for(cell, loaded)]):
         existing = store.get_invocation(cell.invocation_id, runs=False)
-        raise ApiError(409, f"invocation {existing.invocation_id} already exists for this cell "
-                            f"and is {existing.status.value}; use invocation_run to re-fire it")
+        raise ApiError(
+            409,
+            f"invocation {existing.invocation_id} already exists for this cell "
+            f"and is {existing.status.value}; use invocation_run to re-fire it",
+        )
     return store.get_invocation(cell.invocation_id, runs=True, trace=False)
 
 
@@ -81,8 +91,11 @@ def _pick(value: Named | str | None, existing: list[Named], what: str, draft: Dr
     if isinstance(value, str):
         found = next((e for e in existing if e.name == value), None)
         if found is None:
-            raise ApiError(422, f"{what}: {value!r} is not in test {draft.test_id}; give the "
-                                f"draft a full {what} to add one")
+            raise ApiError(
+                422,
+                f"{what}: {value!r} is not in test {draft.test_id}; give the "
+                f"draft a full {what} to add one",
+            )
         return found
     return value
 
@@ -102,9 +115,12 @@ def promote_draft(store: Store, draft: Draft) -> Invocation:
         if known is None:
             scenarios.append(scenario)
         elif known != scenario:
-            raise ApiError(409, f"scenario {scenario.id!r} already exists in test "
-                                f"{draft.test_id} with other content; give the draft's "
-                                "scenario a new id")
+            raise ApiError(
+                409,
+                f"scenario {scenario.id!r} already exists in test "
+                f"{draft.test_id} with other content; give the draft's "
+                "scenario a new id",
+            )
     elif draft.scenario_id is not None:
         if draft.scenario_id not in loaded.scenarios_by_id:
             raise ApiError(404, f"scenario {draft.scenario_id!r} is not in test {draft.test_id}")
@@ -116,22 +132,24 @@ def promote_draft(store: Store, draft: Draft) -> Invocation:
     if draft.params:
         model = model.model_copy(update={"params": {**model.params, **draft.params}})
     model, models = _place(model, list(spec.models))
-    agent, agents = _place(_pick(draft.agent, list(spec.agents), "agent", draft),
-                           list(spec.agents))
+    agent, agents = _place(_pick(draft.agent, list(spec.agents), "agent", draft), list(spec.agents))
 
-    changed = (len(scenarios), models, agents) != (len(loaded.scenarios), spec.models,
-                                                   spec.agents)
+    changed = (len(scenarios), models, agents) != (len(loaded.scenarios), spec.models, spec.agents)
     if changed:
-        new_spec = spec.model_copy(update={
-            "scenarios": scenarios if len(scenarios) != len(loaded.scenarios) else spec.scenarios,
-            "models": models, "agents": agents,
-        })
+        new_spec = spec.model_copy(
+            update={
+                "scenarios": scenarios
+                if len(scenarios) != len(loaded.scenarios)
+                else spec.scenarios,
+                "models": models,
+                "agents": agents,
+            }
+        )
         new_spec = type(spec).model_validate(new_spec.model_dump(mode="json"))
         new_loaded = resolve_test(new_spec, path=loaded.path)
         new_loaded.rubric = record.rubric
         store.update_test(draft.test_id, spec=new_spec, skipped=new_loaded.skipped_cells())
         register_context(TestContext(draft.test_id, new_loaded, store))
-    invocation = create_cell(store, draft.test_id, scenario.id, model.name, agent.name,
-                             draft.epoch)
+    invocation = create_cell(store, draft.test_id, scenario.id, model.name, agent.name, draft.epoch)
     store.delete_draft(draft.draft_id)
     return invocation

@@ -22,8 +22,15 @@ from glow.errors import BudgetExhausted, GlowError, NotFound, SpecError, Transit
 
 log = logging.getLogger("glow.api")
 
-_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 422: "validation_error", 500: "internal_error"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "validation_error",
+    500: "internal_error",
+}
 
 
 class ApiError(Exception):
@@ -111,9 +118,9 @@ class BearerAuth:
             return
         # Every op takes JSON: `curl -d '{...}'` without a Content-Type header must work too.
         scope = dict(scope)
-        scope["headers"] = [
-            (k, v) for k, v in scope.get("headers", []) if k != b"content-type"
-        ] + [(b"content-type", b"application/json")]
+        scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"] + [
+            (b"content-type", b"application/json")
+        ]
         if self.token is None:
             await self.app(scope, receive, send)
             return

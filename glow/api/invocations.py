@@ -97,9 +97,7 @@ def invocations(body: InvocationListRequest, store: StoreDep) -> JSONResponse:
 
 
 @router.post("/invocation_trace", response_model=TraceEntry)
-def invocation_trace(
-    body: InvocationTraceRequest, store: StoreDep
-) -> TraceEntry:
+def invocation_trace(body: InvocationTraceRequest, store: StoreDep) -> TraceEntry:
     """The trace entry binding an invocation to its bundle config and one recorded run."""
     from tasks.run_invocation import context_for
 
@@ -108,16 +106,18 @@ def invocation_trace(
         raise ApiError(404, f"invocation {inv.invocation_id!r} is not in test {body.test_id!r}")
     if not inv.runs:
         raise ApiError(
-            409, f"invocation {inv.invocation_id} is {inv.status.value} and has no recorded run "
-            "yet; run it with invocation_run"
+            409,
+            f"invocation {inv.invocation_id} is {inv.status.value} and has no recorded run "
+            "yet; run it with invocation_run",
         )
     if body.run_id is None:
         run = inv.runs[-1]
     else:
         run = next((r for r in inv.runs if r.run_id == body.run_id), None)
         if run is None:
-            raise ApiError(404, f"run {body.run_id!r} is not a run of invocation "
-                                f"{inv.invocation_id}")
+            raise ApiError(
+                404, f"run {body.run_id!r} is not a run of invocation {inv.invocation_id}"
+            )
     ctx = context_for(inv.test_id, store)
     config = BundleConfig(
         model=ctx.models[inv.model], agent=ctx.agents[inv.agent], rubric=ctx.loaded.rubric
@@ -139,9 +139,7 @@ def invocation_trace(
 
 
 @router.post("/invocation_create", response_model=Invocation)
-def invocation_create(
-    body: InvocationCreateRequest, store: StoreDep
-) -> Invocation:
+def invocation_create(body: InvocationCreateRequest, store: StoreDep) -> Invocation:
     """Seed a queued invocation for a test cell, or promote a draft (the draft is removed)."""
     from glow.api.cells import create_cell, promote_draft
 
@@ -166,8 +164,9 @@ def invocation_run(body: InvocationRef, store: StoreDep) -> InvocationRunStarted
 
     inv = store.get_invocation(body.invocation_id, runs=False)
     fresh_context(inv.test_id, store)  # a test whose files vanished fails here, not later
-    run = store.start_run(inv.invocation_id, allowed=RERUNNABLE, owner=cancel.OWNER,
-                          lease_s=LEASE_S)
+    run = store.start_run(
+        inv.invocation_id, allowed=RERUNNABLE, owner=cancel.OWNER, lease_s=LEASE_S
+    )
 
     def give_up(exc: BaseException) -> None:
         _fail_open_run(store, inv.invocation_id, f"the flow run crashed: {exc}")
@@ -194,7 +193,9 @@ def _fail_open_run(store: Store, invocation_id: str, message: str) -> None:
     """A run that will never be carried out ends failed, so it can be run again."""
     try:
         store.transition(
-            invocation_id, Status.failed, allowed=frozenset({Status.running}),
+            invocation_id,
+            Status.failed,
+            allowed=frozenset({Status.running}),
             values={"error_type": "FlowRunError", "error_message": message[:2000]},
         )
     except Exception:  # noqa: BLE001 - it moved on meanwhile (terminated, completed)
@@ -202,9 +203,7 @@ def _fail_open_run(store: Store, invocation_id: str, message: str) -> None:
 
 
 @router.post("/invocation_terminate", response_model=Invocation)
-def invocation_terminate(
-    body: InvocationTerminateRequest, store: StoreDep
-) -> Invocation:
+def invocation_terminate(body: InvocationTerminateRequest, store: StoreDep) -> Invocation:
     """Terminate a running invocation (its call is abandoned, partial trace kept) or a queued one.
 
     The store changes first, so the status is terminated at once; a cell running in this
@@ -214,7 +213,9 @@ def invocation_terminate(
     from glow import cancel
 
     inv = store.transition(
-        body.invocation_id, Status.terminated, allowed=TERMINABLE,
+        body.invocation_id,
+        Status.terminated,
+        allowed=TERMINABLE,
         values={
             "error_type": "Terminated",
             "error_message": body.reason or "terminated through invocation_terminate",
@@ -228,9 +229,7 @@ def invocation_terminate(
 
 
 @router.post("/invocation_complete", response_model=Invocation)
-def invocation_complete(
-    body: InvocationCompleteRequest, store: StoreDep
-) -> Invocation:
+def invocation_complete(body: InvocationCompleteRequest, store: StoreDep) -> Invocation:
     """Mark an invocation completed, optionally with an output and/or scores supplied by hand.
 
     Recorded as a run of its own whose trace says what was supplied manually; scores are kept as
@@ -244,13 +243,20 @@ def invocation_complete(
     standards = {s.name: s for s in rubric.standards}
     unknown = sorted(set(body.scores or {}) - set(standards))
     if unknown:
-        raise ApiError(422, f"scores.{unknown[0]}: not a standard of rubric {rubric.label} "
-                            f"(its standards: {', '.join(standards)})")
+        raise ApiError(
+            422,
+            f"scores.{unknown[0]}: not a standard of rubric {rubric.label} "
+            f"(its standards: {', '.join(standards)})",
+        )
     run = store.start_run(inv.invocation_id, allowed=COMPLETABLE, owner=cancel.OWNER, lease_s=60)
     cancel.terminate_local(inv.invocation_id)  # an older run of it in flight here: abandon it
     now = utcnow()
-    values: dict[str, Any] = {"status": Status.completed, "finished_at": now,
-                              "error_type": None, "error_message": None}
+    values: dict[str, Any] = {
+        "status": Status.completed,
+        "finished_at": now,
+        "error_type": None,
+        "error_message": None,
+    }
     rows: list[StandardScore] = []
     if body.output is not None:
         values["output"] = body.output
@@ -258,21 +264,40 @@ def invocation_complete(
         grading_id = str(uuid.uuid4())
         for name, score in body.scores.items():
             s = standards[name]
-            rows.append(StandardScore(
-                invocation_id=inv.invocation_id, run_id=run.run_id, grading_id=grading_id,
-                rubric=rubric.name, rubric_version=rubric.version, standard=name, kind=s.kind,
-                weight=s.weight, score=score, passed=score >= s.threshold,
-                rationale="supplied manually through invocation_complete",
-            ))
+            rows.append(
+                StandardScore(
+                    invocation_id=inv.invocation_id,
+                    run_id=run.run_id,
+                    grading_id=grading_id,
+                    rubric=rubric.name,
+                    rubric_version=rubric.version,
+                    standard=name,
+                    kind=s.kind,
+                    weight=s.weight,
+                    score=score,
+                    passed=score >= s.threshold,
+                    rationale="supplied manually through invocation_complete",
+                )
+            )
         weight = sum(standards[n].weight for n in body.scores) or 1.0
         overall = sum(standards[n].weight * v for n, v in body.scores.items()) / weight
-        values.update(scores=dict(body.scores), score=overall,
-                      passed=overall >= rubric.pass_threshold, rubric=rubric.label)
-    run.trace.append(TraceEvent(
-        kind="note", name="invocation_complete",
-        content={"supplied": "manually through invocation_complete",
-                 "output": body.output, "scores": body.scores},
-    ))
+        values.update(
+            scores=dict(body.scores),
+            score=overall,
+            passed=overall >= rubric.pass_threshold,
+            rubric=rubric.label,
+        )
+    run.trace.append(
+        TraceEvent(
+            kind="note",
+            name="invocation_complete",
+            content={
+                "supplied": "manually through invocation_complete",
+                "output": body.output,
+                "scores": body.scores,
+            },
+        )
+    )
     run.status, run.finished_at, run.output = Status.completed, now, body.output
     store.finish_run(run, invocation=values, generations=[], scores=rows)
     _rebuild(store, inv.test_id)
@@ -295,8 +320,11 @@ def invocation_draft(body: DraftEdit, store: StoreDep) -> Draft:  # type: ignore
     A draft never runs: `invocation_create` with its draft_id turns it into a queued invocation.
     """
     fields = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
-    fields = {k: v for k, v in fields.items() if v is not None or k in ("scenario", "model",
-                                                                        "agent", "scenario_id")}
+    fields = {
+        k: v
+        for k, v in fields.items()
+        if v is not None or k in ("scenario", "model", "agent", "scenario_id")
+    }
     draft_id = fields.pop("draft_id", None)
     if draft_id is not None:
         current = store.get_draft(draft_id)

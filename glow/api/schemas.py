@@ -37,8 +37,10 @@ class Body(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="bad_request, unauthorized, not_found, conflict, "
-                      "validation_error, method_not_allowed or internal_error.")
+    code: str = Field(
+        description="bad_request, unauthorized, not_found, conflict, "
+        "validation_error, method_not_allowed or internal_error."
+    )
     message: str
 
 

@@ -31,8 +31,10 @@ router = APIRouter(prefix="/test", tags=["tests"], responses=ERRORS)
 def create(
     body: Annotated[
         TestCreateRequest,
-        Body(description="A test spec (the YAML's fields as JSON), or {\"path\": ...} of a "
-             "test YAML on the server."),
+        Body(
+            description='A test spec (the YAML\'s fields as JSON), or {"path": ...} of a '
+            "test YAML on the server."
+        ),
     ],
     store: StoreDep,
 ) -> TestInfo:
@@ -52,8 +54,7 @@ def create(
 @router.post("/get", response_model=TestInfo)
 def get(body: TestRef, store: StoreDep) -> TestInfo:
     """A test as stored (spec, rubric, status, flow run) and its invocations per status."""
-    return TestInfo(test=store.get_test(body.test_id),
-                    counts=store.count_invocations(body.test_id))
+    return TestInfo(test=store.get_test(body.test_id), counts=store.count_invocations(body.test_id))
 
 
 @router.post("/list", response_model=TestList)
@@ -88,8 +89,9 @@ def run(body: TestRef, store: StoreDep) -> TestRunStarted:
         store.update_test(record.test_id, status="created")
 
     try:
-        flow_run_id = start_flow(run_test, params, name=slugify(f"test-{record.name}"),
-                                 on_crash=crashed)
+        flow_run_id = start_flow(
+            run_test, params, name=slugify(f"test-{record.name}"), on_crash=crashed
+        )
     except Exception as exc:  # noqa: BLE001 - Prefect unreachable
         store.update_test(record.test_id, status=record.status)
         raise ApiError(503, f"could not start a Prefect flow run: {exc}") from None
