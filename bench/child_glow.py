@@ -38,6 +38,8 @@ def main() -> None:
             "run_wall_s": run_wall,
             "import_s": imported,
             "test_id": result["test_id"],
+            "flow_run_id": result.get("flow_run_id"),
+            "task_runs": result.get("task_runs"),
             "counts": result["counts"],
             "scores": scores,
         }

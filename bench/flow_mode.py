@@ -158,6 +158,7 @@ def run(
                     server_spy.wait(60)
                 if server_cpu is not None and after is not None:
                     extra["prefect_server_cpu_s"] = round(after - server_cpu, 2)
+                extra.update(_prefect_catch_up(runs[-1], prefect_url, server, server_cpu))
                 extra["glow_max_in_flight"] = _max_in_flight(sim_url)
                 _print_done(runs[-1])
         summarise(
@@ -178,6 +179,32 @@ def run(
         else:
             print(f"kept {tmp}")
     return runs
+
+
+def _prefect_catch_up(
+    run: ChildRun, prefect_url: str, server: psutil.Process | None, cpu_before: float | None
+) -> dict[str, Any]:
+    """How long after the flow ended the server took to record every task run (UI complete),
+    and its CPU over the run plus that catch-up: the server's whole cost of the test."""
+    flow_run_id, expected = run.report.get("flow_run_id"), run.report.get("task_runs")
+    if not flow_run_id or not expected:
+        return {}
+    from glow.prefect_server import wait_for_task_runs
+
+    started = time.perf_counter()
+    recorded = wait_for_task_runs(prefect_url, flow_run_id, expected, timeout_s=900)
+    figures: dict[str, Any] = {
+        "prefect_task_runs": f"{recorded}/{expected}",
+        "prefect_caught_up_s": round(time.perf_counter() - started, 2),
+    }
+    cpu_after = servers.cpu_seconds(server)
+    if cpu_before is not None and cpu_after is not None:
+        figures["prefect_server_cpu_total_s"] = round(cpu_after - cpu_before, 2)
+    print(
+        f"Prefect recorded {recorded}/{expected} task runs "
+        f"{figures['prefect_caught_up_s']:.1f}s after the flow ended"
+    )
+    return figures
 
 
 def _spy(*target: str, out: Path, fmt: str = "raw") -> list[str]:

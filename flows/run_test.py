@@ -213,6 +213,9 @@ async def run_test(
         store.update_test(test_id, status="completed")
     return {
         "test_id": test_id,
+        "flow_run_id": flow_run_id,
+        # the cells' task runs plus `aggregate`: what the Prefect UI shows once it has caught up
+        "task_runs": len(todo) + 1,
         "counts": store.count_invocations(test_id),
         "skipped": len(record.skipped),
         **built,

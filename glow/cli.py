@@ -131,11 +131,35 @@ def _run_flow(path: Path, resume: str | None) -> None:
     log_path = get_settings().data_dir / "prefect-server.log"
     if not os.environ.get("PREFECT_API_URL"):
         console.print(f"[dim]starting an embedded Prefect server (~15 s; log: {log_path})[/]")
-    with embedded_prefect(log_path):
-        _run_flow_on_prefect(path, resume)
+    embedded = not os.environ.get("PREFECT_API_URL")
+    with embedded_prefect(log_path) as api_url:
+        result = _run_flow_on_prefect(path, resume)
+        if embedded and api_url and result.get("flow_run_id"):
+            _wait_for_prefect(api_url, result["flow_run_id"], result["task_runs"])
 
 
-def _run_flow_on_prefect(path: Path, resume: str | None) -> None:
+def _wait_for_prefect(api_url: str, flow_run_id: str, expected: int) -> None:
+    """Keep the embedded server up until it has recorded every task run, so the UI is whole."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from glow.prefect_server import wait_for_task_runs
+
+    bar = Progress(
+        TextColumn("[dim]Prefect recording task runs"), BarColumn(), MofNCompleteColumn(),
+        console=console, transient=True,
+    )
+    with bar:
+        task_id = bar.add_task("recorded", total=expected)
+        count = wait_for_task_runs(
+            api_url, flow_run_id, expected,
+            on_progress=lambda n, total: bar.update(task_id, completed=n, total=total),
+        )
+    if count < expected:
+        console.print(f"[yellow]Prefect recorded {count} of {expected} task runs before the "
+                      "embedded server stopped; the store and parquet files are complete.[/]")
+
+
+def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -184,6 +208,7 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> None:
     aggregated = pq.read_table(result["paths"]["aggregated"])
     print_leaderboard(results_mod.leaderboard(aggregated), "Leaderboard")
     print_summary(summary, result["paths"])
+    return result
 
 
 @app.command()

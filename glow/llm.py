@@ -173,6 +173,41 @@ def retry_after_s(exc: BaseException) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
+UNPRICED = "glow_unpriced"  # marks the price-map entries `prepare_pricing` adds for unknown models
+_prepared: dict[str, bool] = {}
+
+
+def price_known(lib: Any, model: str) -> bool:
+    """Whether litellm's bundled price map prices `model` (Glow's own placeholders excluded)."""
+    for name in (model, model.split("/", 1)[-1]):
+        entry = lib.model_cost.get(name)
+        if entry is not None and not entry.get(UNPRICED):
+            return True
+    return False
+
+
+def prepare_pricing(lib: Any, model: str) -> bool:
+    """Make litellm's per-call cost lookup cheap for `model`; return whether its map prices it.
+
+    litellm prices every response, twice, and for a model missing from its map each lookup
+    fails through a chain of exceptions: ~2.5 ms of CPU per call (bench/PROFILE.md), a third of
+    litellm's own overhead. Registering a missing model once, at zero and marked UNPRICED,
+    makes the lookup a dict hit. Glow never reads that zero: its cost comes from the spec's
+    `prices`, or stays None.
+    """
+    known = _prepared.get(model)
+    if known is None:
+        with _litellm_lock:
+            known = price_known(lib, model)
+            if not known:
+                costs = ("input_cost_per_token", "output_cost_per_token",
+                         "cache_creation_input_token_cost", "cache_read_input_token_cost")
+                placeholder = {**dict.fromkeys(costs, 0.0), "mode": "chat", UNPRICED: True}
+                lib.register_model({model: placeholder})
+            _prepared[model] = known
+    return known
+
+
 def _price(spec: ModelSpec, response: Any, input_tokens: int, output_tokens: int) -> float | None:
     """Spec prices win; else litellm's bundled map; unknown stays None (never 0)."""
     if spec.prices is not None:
@@ -180,6 +215,8 @@ def _price(spec: ModelSpec, response: Any, input_tokens: int, output_tokens: int
             input_tokens * spec.prices.input_cost_per_token
             + output_tokens * spec.prices.output_cost_per_token
         )
+    if not prepare_pricing(litellm(), spec.model):
+        return None  # litellm answers 0 from the placeholder; the truth is "unknown"
     hidden = getattr(response, "_hidden_params", None) or {}
     cost = hidden.get("response_cost")
     return float(cost) if cost is not None else None
@@ -210,6 +247,7 @@ async def acall_model(
     """
     options = options or CallOptions()
     lib = litellm()
+    prepare_pricing(lib, spec.model)
     key = await resolve_key(spec)
     params = dict(spec.params)
     request_record: dict[str, Any] = {"model": spec.model, "messages": messages, "params": params}

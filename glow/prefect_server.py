@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,3 +65,38 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def recorded_task_runs(api_url: str, flow_run_id: str) -> int:
+    """How many task runs of `flow_run_id` the Prefect server has recorded so far."""
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    response = httpx.post(f"{api_url}/task_runs/count", json=body, timeout=10)
+    response.raise_for_status()
+    return int(response.json())
+
+
+def wait_for_task_runs(
+    api_url: str,
+    flow_run_id: str,
+    expected: int,
+    timeout_s: float = 300.0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Wait until the server has recorded `expected` task runs of the flow run; return the count.
+
+    Prefect records task runs from their state events in the background, behind a busy flow
+    (roughly 20-60 task runs/s on two cores). An embedded server stopped before it caught up
+    would leave the cells missing from the UI for good, so `glow run` waits here first.
+    """
+    deadline = time.monotonic() + timeout_s
+    count = -1
+    while True:
+        try:
+            count = recorded_task_runs(api_url, flow_run_id)
+        except httpx.HTTPError:
+            pass
+        if on_progress is not None and count >= 0:
+            on_progress(count, expected)
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)

@@ -294,5 +294,6 @@ def preflight(loaded: LoadedTest) -> None:
 
 
 def _known_model(lib: Any, model: str) -> bool:
-    bare = model.split("/", 1)[-1]
-    return model in lib.model_cost or bare in lib.model_cost
+    from glow.llm import price_known
+
+    return price_known(lib, model)
