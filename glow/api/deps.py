@@ -21,7 +21,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
+    """The app's store. Async on purpose: FastAPI runs a sync dependency in a worker thread,
+    a thread hand-off per request for one attribute read."""
     return request.app.state.store  # type: ignore[no-any-return]
 
 

@@ -14,7 +14,8 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from glow.api.deps import ERRORS, StoreDep
 from glow.api.errors import ApiError
@@ -76,24 +77,40 @@ def decode_page_token(token: str) -> str:
 
 
 @router.post("/invocations", response_model=InvocationPage)
-def invocations(body: InvocationListRequest, store: StoreDep) -> JSONResponse:
+async def invocations(body: InvocationListRequest, store: StoreDep) -> Response:
     """One page of a test's invocations, in id order.
 
     Keyset pagination (the token carries the last id), so paging through a test returns every
     row exactly once even while invocations change status.
     """
-    store.get_test(body.test_id)
+    # The hot read of the API (16 clients paging a 100k-invocation test): each row arrives as
+    # its JSON text (`Store.list_invocations_json`) and the page is joined around them, with
+    # no pydantic model or JSON encoder per row. On SQLite it runs on the event loop (a page
+    # of 100 is 1-2 ms of local reads and never waits on a writer in WAL mode): requests are
+    # served one after another instead of 16 worker threads taking turns on the GIL, which
+    # is what made the tail (p95 350 ms at p50 17 ms). A networked database gets a thread.
+    if store.engine.dialect.name == "sqlite":
+        return _invocation_page(body, store)
+    return await run_in_threadpool(_invocation_page, body, store)
+
+
+def _invocation_page(body: InvocationListRequest, store: Store) -> Response:
+    try:
+        after = decode_page_token(body.page_token) if body.page_token else None
+    except ApiError:
+        store.get_test(body.test_id)  # an unknown test is a 404 before a bad token is a 422
+        raise
     size = min(body.page_size, MAX_PAGE_SIZE)
-    after = decode_page_token(body.page_token) if body.page_token else None
-    rows = store.list_invocations(
+    rows = store.list_invocations_json(
         body.test_id, status=body.status, model=body.model, after=after, limit=size + 1
     )
-    page: dict[str, Any] = {
-        "invocations": [r.model_dump(mode="json") for r in rows[:size]],
-    }
+    if not rows:
+        store.get_test(body.test_id)  # no rows: 404 if the test itself is unknown
+    parts = ['{"invocations":[', ",".join(text for _, text in rows[:size]), "]"]
     if len(rows) > size:
-        page["next_page_token"] = encode_page_token(rows[size - 1].invocation_id)
-    return JSONResponse(page)
+        parts += [',"next_page_token":', json.dumps(encode_page_token(rows[size - 1][0]))]
+    parts.append("}")
+    return Response("".join(parts).encode(), media_type="application/json")
 
 
 @router.post("/invocation_trace", response_model=TraceEntry)

@@ -1,0 +1,171 @@
+"""The API's list pages: `Store.list_invocations_json` renders on SQLite what pydantic would.
+
+The fast path writes each row's JSON in SQL (and Python for floats and timestamps) instead of
+validating and dumping models; these tests hold it to the pydantic path, value for value and
+key for key, on awkward values, and check that rows it cannot render exactly fall back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from glow.models import Invocation, Modality, ModelSpec, Rubric, Status, TestRecord, TestSpec
+from glow.store import Store
+from glow.store import tables as t
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'glow.db'}")
+
+
+def _test_id(store: Store) -> str:
+    spec = TestSpec(
+        name="pages", scenarios=[], models=[ModelSpec(name="m", model="openai/x")], rubric="r"
+    )
+    rubric = Rubric(name="r", standards=[{"name": "s", "kind": "exact"}])
+    record = TestRecord(test_id=str(uuid.uuid4()), name="pages", spec=spec, rubric=rubric)
+    store.create_test(record)
+    return record.test_id
+
+
+AWKWARD_TEXT = [
+    'quote " backslash \\ slash /',
+    "newline\n tab\t cr\r bell\x07 nul-free \x1f",
+    "unicode é ß 漢字 🙂 \u2028 \u2029",
+    "",
+    "%s %d %% printf-looking",
+    "'single' -- ; DROP TABLE",
+]
+AWKWARD_FLOATS = [0.1 + 0.2, 1e-06, 1e20, 1e16, 123456789.123, -0.0, 5e-324, 0.23500000000000001]
+
+
+def _invocations(test_id: str) -> list[Invocation]:
+    invs = []
+    for i in range(24):
+        text = AWKWARD_TEXT[i % len(AWKWARD_TEXT)]
+        number = AWKWARD_FLOATS[i % len(AWKWARD_FLOATS)]
+        micro = [0, 1, 200000, 999999][i % 4]
+        stamp = datetime(2026, 1, 1 + i % 28, i % 24, i % 60, i % 60, micro, tzinfo=UTC)
+        invs.append(
+            Invocation(
+                invocation_id=f"inv-{i:03d}-{uuid.uuid4()}",
+                test_id=test_id,
+                scenario_id=f"s{i} {text}"[:60],
+                category=text or "uncategorised",
+                model=["m", "n"][i % 2],
+                agent="direct",
+                provider="openai",
+                epoch=1 + i * 1_000_000_007,
+                modalities=[Modality.text, Modality.image][: 1 + i % 2],
+                status=list(Status)[i % len(Status)],
+                attempts=i,
+                output=None if i % 3 == 0 else text,
+                scores={} if i % 5 == 0 else {"exact": number, 'ünïcode "key"': 1.0 / 3},
+                score=None if i % 4 == 0 else number,
+                passed=[None, True, False][i % 3],
+                rubric=None if i % 2 else "r@1",
+                input_tokens=i * 7,
+                output_tokens=2**40 + i,
+                model_cost_usd=None if i % 6 == 0 else number / 7,
+                judge_cost_usd=0.0,
+                cost_usd=number * 3,
+                latency_s=None if i % 2 else 0.2 + 0.035 * i,
+                error_type=None if i % 2 else "Err",
+                error_message=None if i % 2 else text,
+                created_at=stamp,
+                started_at=None if i % 3 == 0 else stamp,
+                finished_at=stamp.replace(microsecond=(micro + 1) % 1_000_000),
+            )
+        )
+    return invs
+
+
+def _reference(store: Store, test_id: str, **kwargs: object) -> list[tuple[str, str]]:
+    """What the API wrote per row before: pydantic's model_dump, rendered like JSONResponse."""
+    return [
+        (
+            inv.invocation_id,
+            json.dumps(inv.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")),
+        )
+        for inv in store.list_invocations(test_id, **kwargs)  # type: ignore[arg-type]
+    ]
+
+
+def _same(fast: list[tuple[str, str]], reference: list[tuple[str, str]]) -> None:
+    assert [i for i, _ in fast] == [i for i, _ in reference]
+    for (_, text), (_, ref) in zip(fast, reference, strict=True):
+        got, want = json.loads(text), json.loads(ref)
+        assert got == want
+        assert list(got) == list(want)  # the same key order
+        for key in ("score", "cost_usd", "model_cost_usd"):  # floats to the last bit
+            assert repr(got[key]) == repr(want[key])
+
+
+def test_invocation_pages_render_what_pydantic_renders(store: Store) -> None:
+    test_id = _test_id(store)
+    store.ensure_invocations(_invocations(test_id))
+    assert store._json_page_sqlite(test_id, None, None, None, None) is not None  # the fast path
+    _same(store.list_invocations_json(test_id), _reference(store, test_id))
+    # A plain ASCII row is byte for byte what the pydantic path writes.
+    first = store.list_invocations_json(test_id, limit=1)
+    assert first == _reference(store, test_id, limit=1)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"status": Status.completed},
+        {"status": "queued"},
+        {"model": "n"},
+        {"model": "n", "status": Status.failed, "limit": 2},
+        {"limit": 5},
+        {"after": "inv-010", "limit": 7},
+        {"model": "absent"},
+    ],
+)
+def test_invocation_page_filters_match_list_invocations(store: Store, filters: dict) -> None:
+    test_id = _test_id(store)
+    store.ensure_invocations(_invocations(test_id))
+    _same(store.list_invocations_json(test_id, **filters), _reference(store, test_id, **filters))
+
+
+def test_invocation_rows_the_fast_path_cannot_render_fall_back(store: Store) -> None:
+    test_id = _test_id(store)
+    invs = _invocations(test_id)[:6]
+    store.ensure_invocations(invs)
+    with store.engine.begin() as conn:
+        # A timestamp written without SQLAlchemy's fraction: SQLAlchemy still parses it.
+        conn.execute(
+            update(t.invocations)
+            .where(t.invocations.c.invocation_id == invs[2].invocation_id)
+            .values(started_at=None)
+        )
+        conn.exec_driver_sql(
+            "UPDATE invocations SET created_at = '2026-03-04 05:06:07' WHERE invocation_id = ?",
+            (invs[3].invocation_id,),
+        )
+    assert store._json_page_sqlite(test_id, None, None, None, None) is None
+    _same(store.list_invocations_json(test_id), _reference(store, test_id))
+    page = dict(store.list_invocations_json(test_id))
+    assert json.loads(page[invs[3].invocation_id])["created_at"] == "2026-03-04T05:06:07Z"
+
+
+def test_invocation_page_with_nan_fails_as_before(store: Store) -> None:
+    """NaN is not JSON: the API refused to render it before, and still does (no silent null)."""
+    test_id = _test_id(store)
+    inv = _invocations(test_id)[1].model_copy(update={"scores": {"exact": float("nan")}})
+    store.ensure_invocations([inv])
+    assert store._json_page_sqlite(test_id, None, None, None, None) is None
+    with pytest.raises(ValueError, match="JSON compliant"):
+        store.list_invocations_json(test_id)
+
+
+def test_empty_invocation_page(store: Store) -> None:
+    assert store.list_invocations_json(_test_id(store)) == []
