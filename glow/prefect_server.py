@@ -19,6 +19,19 @@ from pathlib import Path
 import httpx
 
 
+# Prefect records each task-run event with an insert of its own by default (batch size 1): on
+# two cores its server then falls tens of seconds behind a 1,000-cell test and costs more CPU
+# than the test itself. Batching the recorder and the event persister cut the server's CPU per
+# cell by more than half in bench/ (PROFILE.md); the UI lags by at most the flush interval.
+# Use the same settings for a `prefect server start` dedicated to Glow (README).
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -34,7 +47,12 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **SERVER_SETTINGS,  # the user's own environment wins
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",

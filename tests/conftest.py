@@ -24,6 +24,17 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ["GLOW_SIM_API_KEY"] = FAKE_KEY
 
 
+def _prefect_server_settings() -> None:
+    """The test server gets the settings Glow's embedded server uses (batched task-run records)."""
+    from glow.prefect_server import SERVER_SETTINGS
+
+    for name, value in SERVER_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
+_prefect_server_settings()
+
+
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[object]:
     from glow.simulator import SimulatorProcess

@@ -1,0 +1,54 @@
+"""`glow run` without PREFECT_API_URL: the embedded Prefect server records every cell.
+
+Runs the quickstart as a new user would (no server configured, Prefect's home in a temp dir),
+with the batched task-run recording Glow gives its embedded server, then reads that server's own
+SQLite database: one task run per cell plus `aggregate`, one trace artifact per cell. (At this
+size the server keeps up; the lag `glow run` waits out at 1,000+ cells is measured in bench/.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from conftest import ROOT
+
+
+def test_glow_run_on_the_embedded_server_records_every_task_run(
+    glow_env: Path, simulator: Any
+) -> None:
+    from glow.store import Store
+
+    home = glow_env / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), GLOW_DATA_DIR=str(glow_env), COLUMNS="200")
+    done = subprocess.run(
+        [sys.executable, "-m", "glow.cli", "run", "data/tests/quickstart.yaml"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=400,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "embedded Prefect server" in output and "Traceback" not in output
+    test_id = re.search(r"test_id:\s+(\S+)", output).group(1)
+
+    store = Store.from_settings()
+    cells = sum(store.count_invocations(test_id).values())
+    flow_run_id = store.get_test(test_id).flow_run_id
+    assert cells >= 120 and flow_run_id
+
+    with sqlite3.connect(home / "prefect.db") as db:
+        task_runs = db.execute(
+            "SELECT name FROM task_run WHERE flow_run_id = ?", (flow_run_id,)
+        ).fetchall()
+        traces = db.execute(
+            "SELECT count(*) FROM artifact WHERE key LIKE 'trace-%'"
+        ).fetchone()[0]
+    names = [name for (name,) in task_runs]
+    assert len(names) == cells + 1, f"{len(names)} task runs recorded for {cells} cells"
+    assert sum(1 for n in names if n.startswith("aggregate")) == 1
+    assert traces == cells
