@@ -69,8 +69,18 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for col in ("model", "agent", "n", "done", "failed", "score", "95% CI", "pass rate",
-                "cost", "p50 latency"):
+    for col in (
+        "model",
+        "agent",
+        "n",
+        "done",
+        "failed",
+        "score",
+        "95% CI",
+        "pass rate",
+        "cost",
+        "p50 latency",
+    ):
         table.add_column(col, justify="left" if col in ("model", "agent") else "right")
     for row in rows:
         ci = f"{_num(row.get('ci95_low'), '.2f')}-{_num(row.get('ci95_high'), '.2f')}"
@@ -145,18 +155,25 @@ def _wait_for_prefect(api_url: str, flow_run_id: str, expected: int) -> None:
     from glow.prefect_server import wait_for_task_runs
 
     bar = Progress(
-        TextColumn("[dim]Prefect recording task runs"), BarColumn(), MofNCompleteColumn(),
-        console=console, transient=True,
+        TextColumn("[dim]Prefect recording task runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
     )
     with bar:
         task_id = bar.add_task("recorded", total=expected)
         count = wait_for_task_runs(
-            api_url, flow_run_id, expected,
+            api_url,
+            flow_run_id,
+            expected,
             on_progress=lambda n, total: bar.update(task_id, completed=n, total=total),
         )
     if count < expected:
-        console.print(f"[yellow]Prefect recorded {count} of {expected} task runs before the "
-                      "embedded server stopped; the store and parquet files are complete.[/]")
+        console.print(
+            f"[yellow]Prefect recorded {count} of {expected} task runs before the "
+            "embedded server stopped; the store and parquet files are complete.[/]"
+        )
 
 
 def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
@@ -199,8 +216,10 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
     finally:
         unsubscribe()
     summary = result["summary"]
-    console.print(f"\n[bold]test_id:[/] {result['test_id']}   counts: {result['counts']}"
-                  f"   skipped (modality): {result['skipped']}")
+    console.print(
+        f"\n[bold]test_id:[/] {result['test_id']}   counts: {result['counts']}"
+        f"   skipped (modality): {result['skipped']}"
+    )
     import pyarrow.parquet as pq
 
     from glow import results as results_mod
@@ -275,7 +294,9 @@ def regrade(
         with Progress(console=console) as bar:
             task_id = bar.add_task("regrading", total=None)
             count = regrade_test(
-                store, test_id, rubric,
+                store,
+                test_id,
+                rubric,
                 on_progress=lambda done, total: bar.update(task_id, completed=done, total=total),
             )
         built = build_results(store, test_id)
@@ -297,8 +318,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8484,
     token: Annotated[
         str | None,
-        typer.Option(envvar="GLOW_TOKEN", show_envvar=True,
-                     help="Bearer token every request must carry."),
+        typer.Option(
+            envvar="GLOW_TOKEN", show_envvar=True, help="Bearer token every request must carry."
+        ),
     ] = None,
     open_: Annotated[
         bool, typer.Option("--open", help="Run without a token (loopback hosts only).")
@@ -306,8 +328,10 @@ def serve(
 ) -> None:
     """Serve the HTTP API (POST /test/<op>); starts an embedded Prefect server if none is set."""
     if not token and not open_:
-        fail("refusing to start without a token: pass --token or set GLOW_TOKEN "
-             "(or --open on a loopback host)")
+        fail(
+            "refusing to start without a token: pass --token or set GLOW_TOKEN "
+            "(or --open on a loopback host)"
+        )
     if not token and host not in LOOPBACK:
         fail(f"--open is allowed only on a loopback host (127.0.0.1), not {host}")
     _quiet_prefect()

@@ -200,8 +200,12 @@ def prepare_pricing(lib: Any, model: str) -> bool:
         with _litellm_lock:
             known = price_known(lib, model)
             if not known:
-                costs = ("input_cost_per_token", "output_cost_per_token",
-                         "cache_creation_input_token_cost", "cache_read_input_token_cost")
+                costs = (
+                    "input_cost_per_token",
+                    "output_cost_per_token",
+                    "cache_creation_input_token_cost",
+                    "cache_read_input_token_cost",
+                )
                 placeholder = {**dict.fromkeys(costs, 0.0), "mode": "chat", UNPRICED: True}
                 lib.register_model({model: placeholder})
             _prepared[model] = known

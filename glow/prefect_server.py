@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 
-
 # Prefect records each task-run event with an insert of its own by default (batch size 1): on
 # two cores its server then falls tens of seconds behind a 1,000-cell test and costs more CPU
 # than the test itself. Batching the recorder and the event persister cut the server's CPU per
@@ -55,10 +54,25 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-             "--lifespan", "on"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
     try:
         deadline = time.monotonic() + startup_timeout_s

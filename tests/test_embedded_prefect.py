@@ -29,7 +29,11 @@ def test_glow_run_on_the_embedded_server_records_every_task_run(
     env.update(PREFECT_HOME=str(home), GLOW_DATA_DIR=str(glow_env), COLUMNS="200")
     done = subprocess.run(
         [sys.executable, "-m", "glow.cli", "run", "data/tests/quickstart.yaml"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=400,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=400,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
@@ -45,9 +49,7 @@ def test_glow_run_on_the_embedded_server_records_every_task_run(
         task_runs = db.execute(
             "SELECT name FROM task_run WHERE flow_run_id = ?", (flow_run_id,)
         ).fetchall()
-        traces = db.execute(
-            "SELECT count(*) FROM artifact WHERE key LIKE 'trace-%'"
-        ).fetchone()[0]
+        traces = db.execute("SELECT count(*) FROM artifact WHERE key LIKE 'trace-%'").fetchone()[0]
     names = [name for (name,) in task_runs]
     assert len(names) == cells + 1, f"{len(names)} task runs recorded for {cells} cells"
     assert sum(1 for n in names if n.startswith("aggregate")) == 1
