@@ -33,7 +33,7 @@ def main() -> None:
             "import_s": imported,
             "counts": built.counts,
             "parquet_bytes": sizes,
-            "steps": {"build_results": run_wall},
+            "steps": {"build_results": run_wall, **built.timings},
         }
     )
 

@@ -217,62 +217,102 @@ def _to_json(value: Any) -> str | None:
     return json.dumps(value, default=_json_default, ensure_ascii=False)
 
 
-def _column(values: list[Any], field: pa.Field) -> pa.Array:
-    """One column as an Arrow array; ISO-8601 strings are accepted for timestamps."""
+def _timestamps(values: Sequence[Any] | pa.Array) -> pa.Array:
+    """UTC timestamps from datetimes or text (SQLite's "YYYY-MM-DD HH:MM:SS.ffffff", ISO 8601).
+
+    Text is parsed by Arrow a whole column at once; text without an offset is UTC, as the
+    store's `UTCDateTime` reads it.
+    """
+    text: pa.Array | None = values if isinstance(values, pa.Array) else None
+    if text is None:
+        try:
+            text = pa.array(values, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # datetimes mixed with text
+    if text is not None:
+        try:
+            return text.cast(pa.timestamp("us")).cast(_TIMESTAMP)
+        except pa.ArrowInvalid:
+            pass
+        try:
+            return text.cast(_TIMESTAMP)
+        except pa.ArrowInvalid:
+            pass  # offsets on some values only
+    objects = values.to_pylist() if isinstance(values, pa.Array) else values
+    parsed = pd.to_datetime(pd.Series(objects, dtype=object), utc=True, format="ISO8601")
+    return pa.array(parsed, _TIMESTAMP)
+
+
+def _column(values: Sequence[Any] | pa.Array, field: pa.Field) -> pa.Array:
+    """One column as an Arrow array of `field`'s type, from what a model dump or the store gives.
+
+    Arrow's C++ converter takes Python values in one call, or casts an Arrow array. The
+    fallbacks, still a column at a time, are for what databases return: timestamps as text,
+    booleans as 0/1.
+    """
+    if isinstance(values, pa.Array):
+        if values.type == field.type:
+            return values
+        if field.type == _TIMESTAMP and pa.types.is_string(values.type):
+            return _timestamps(values)
+        return values.cast(field.type)
     try:
         return pa.array(values, field.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        if field.type != _TIMESTAMP:
-            raise
-        # Rows dumped in JSON mode carry ISO strings; parse them rather than refuse them.
-        parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
-        return pa.array(parsed, _TIMESTAMP)
+        if field.type == _TIMESTAMP:
+            return _timestamps(values)
+        if field.type == pa.bool_():
+            return pa.array(values, pa.int64()).cast(pa.bool_())
+        raise
 
 
-def _chunks(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def _chunks(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, list[Any]]]:
+    """Dict rows as column batches of `_CHUNK_ROWS` rows (keys missing from a row are None)."""
     iterator = iter(rows)
     while chunk := list(islice(iterator, _CHUNK_ROWS)):
-        yield chunk
+        names = dict.fromkeys(name for row in chunk for name in row)
+        yield {name: [row.get(name) for row in chunk] for name in names}
 
 
-def _rows_table(
-    rows: Iterable[dict[str, Any]],
+def _columns_table(
+    batches: Iterable[Mapping[str, Sequence[Any] | pa.Array]],
     model: type[BaseModel],
     exclude: frozenset[str],
     standards: Sequence[str] = (),
 ) -> pa.Table:
-    """Convert model-dump-shaped dicts to a table, chunk by chunk.
+    """Convert column batches ({field: values}, values shaped as `model.model_dump()` gives
+    them) to a table with the model's Arrow schema, then one float64 column per standard.
 
-    Arrow's C++ converter does the typed columns (several times faster than per-column Python
-    lists); the `scores` dict is read as a struct whose children are the standards, so extra
-    keys are ignored and missing ones are null.
+    Each column goes through Arrow's C++ converter whole, so no Python runs per row here. A
+    column missing from a batch is null; extra columns are ignored. `scores` (dicts, or null) is
+    read as a struct whose children are the standards: extra keys are dropped, missing ones null.
     """
     base = arrow_schema(model, exclude)
     schema = pa.schema(list(base) + [pa.field(score_column(s), pa.float64()) for s in standards])
-    json_fields = [f.name for f in base if _is_json_field(model.model_fields[f.name].annotation)]
-    direct = [f for f in base if f.name not in json_fields]
-    if standards:
-        direct.append(pa.field("scores", pa.struct([pa.field(s, pa.float64()) for s in standards])))
-    direct_schema = pa.schema(direct)
+    json_fields = {f.name for f in base if _is_json_field(model.model_fields[f.name].annotation)}
+    scores_type = pa.struct([pa.field(s, pa.float64()) for s in standards])
 
-    batches = []
-    for chunk in _chunks(rows):
-        try:
-            batch = pa.RecordBatch.from_pylist(chunk, schema=direct_schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Slow path, a column at a time, for values Arrow will not convert by itself.
-            arrays = [_column([row.get(f.name) for row in chunk], f) for f in direct_schema]
-            batch = pa.RecordBatch.from_arrays(arrays, schema=direct_schema)
-        columns = {name: batch.column(name) for name in direct_schema.names}
-        for name in json_fields:
-            columns[name] = pa.array([_to_json(row.get(name)) for row in chunk], pa.string())
+    record_batches = []
+    for batch in batches:
+        length = len(next(iter(batch.values()), ()))
+        arrays = []
+        for field in base:
+            values = batch.get(field.name)
+            if values is None:
+                arrays.append(pa.nulls(length, field.type))
+            elif field.name in json_fields:
+                arrays.append(pa.array([_to_json(v) for v in values], pa.string()))
+            else:
+                arrays.append(_column(values, field))
         if standards:
+            scores = batch.get("scores")
+            struct = (
+                pa.nulls(length, scores_type) if scores is None else pa.array(scores, scores_type)
+            )
             # flatten() folds a null `scores` into every standard's column.
-            per_standard = columns.pop("scores").flatten()
-            columns.update(zip(map(score_column, standards), per_standard, strict=True))
-        arrays = [columns[name] for name in schema.names]
-        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-    table = pa.Table.from_batches(batches, schema=schema)
+            arrays.extend(struct.flatten())
+        record_batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    table = pa.Table.from_batches(record_batches, schema=schema)
 
     # Arrow does not enforce `nullable=False`: a missing key with a plain default gets it, a
     # missing required value is a broken row, named here rather than written as an invalid file.
@@ -287,6 +327,16 @@ def _rows_table(
     return table
 
 
+def _rows_table(
+    rows: Iterable[dict[str, Any]],
+    model: type[BaseModel],
+    exclude: frozenset[str],
+    standards: Sequence[str] = (),
+) -> pa.Table:
+    """Convert model-dump-shaped dicts to a table (see `_columns_table`), a chunk at a time."""
+    return _columns_table(_chunks(rows), model, exclude, standards)
+
+
 def invocations_table(rows: Iterable[dict[str, Any]], standards: Sequence[str]) -> pa.Table:
     """Invocation rows (dicts shaped like `Invocation.model_dump()`, `runs` optional) as a table.
 
@@ -299,6 +349,23 @@ def invocations_table(rows: Iterable[dict[str, Any]], standards: Sequence[str]) 
 def generations_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Generation rows (dicts shaped like `Generation.model_dump()`) as a table."""
     return _rows_table(rows, Generation, frozenset())
+
+
+def invocations_table_from_columns(
+    batches: Iterable[Mapping[str, Sequence[Any] | pa.Array]], standards: Sequence[str]
+) -> pa.Table:
+    """`invocations_table` from column batches, e.g. `Store.invocation_columns`.
+
+    The fast path for a whole test: no dict per row is ever built.
+    """
+    return _columns_table(batches, Invocation, _INVOCATION_EXCLUDE, standards)
+
+
+def generations_table_from_columns(
+    batches: Iterable[Mapping[str, Sequence[Any] | pa.Array]],
+) -> pa.Table:
+    """`generations_table` from column batches, e.g. `Store.generation_columns`."""
+    return _columns_table(batches, Generation, frozenset())
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -440,6 +507,24 @@ def _level(
     return out
 
 
+def _invocation_positions(invocation_ids: pa.ChunkedArray, owners: pa.ChunkedArray) -> np.ndarray:
+    """For each of `owners` (a generation's invocation_id), the row of that invocation in
+    `invocation_ids`, or -1; raises ValueError if `invocation_ids` has duplicates.
+
+    One Arrow hash pass over both columns (hashing a million ids is the costly part): dictionary
+    codes follow first appearance, so unique invocation ids get codes 0..n-1 in row order, and
+    an owner's code is its invocation's row when below n.
+    """
+    n = len(invocation_ids)
+    chunks = [*invocation_ids.chunks, *owners.chunks]
+    both = pa.concat_arrays(chunks) if chunks else pa.array([], pa.string())
+    codes = pc.fill_null(both.dictionary_encode().indices, -1).to_numpy()
+    if not np.array_equal(codes[:n], np.arange(n)):
+        raise ValueError("invocations has duplicate invocation_id values")
+    owner_codes = codes[n:].astype(np.int64)
+    return np.where(owner_codes < n, owner_codes, -1)
+
+
 def aggregate(
     invocations: pa.Table,
     generations: pa.Table,
@@ -470,15 +555,11 @@ def aggregate(
     )
     inv["input_tokens"] = invocations.column("input_tokens").to_numpy()
     inv["output_tokens"] = invocations.column("output_tokens").to_numpy()
-    ids = invocations.column("invocation_id")
-    if pc.count_distinct(ids).as_py() != len(ids):
-        raise ValueError("invocations has duplicate invocation_id values")
-
-    # Attribute each generation to its invocation's group (a judge's `model` is the judge's),
-    # with Arrow's hash lookup: generations can outnumber invocations several times.
+    # Attribute each generation to its invocation's group (a judge's `model` is the judge's).
+    position = _invocation_positions(
+        invocations.column("invocation_id"), generations.column("invocation_id")
+    )
     gen_raw = _frame(generations, ["role"], ["cost_usd"])
-    position = pc.index_in(generations.column("invocation_id"), value_set=ids.combine_chunks())
-    position = pc.fill_null(position, -1).to_numpy()
     known = position >= 0
     gen = gen_raw.loc[known].reset_index(drop=True)
     for key in _CATEGORY_KEYS:
@@ -661,24 +742,32 @@ def _write_atomic(path: Path, table: pa.Table, name: str) -> None:
     _fsync_dir(path.parent)
 
 
-def write_results(
-    out_dir: Path, invocations: pa.Table, generations: pa.Table, aggregated: pa.Table
-) -> dict[str, Path]:
-    """Write invocations/generations/aggregated `.parquet` into `out_dir` (created if needed).
+def write_result(out_dir: Path, name: str, table: pa.Table) -> Path:
+    """Write one of the files, `<out_dir>/<name>.parquet` (directory created if needed).
 
-    Each file is replaced atomically and zstd-compressed, with `glow_schema_version` and
-    `glow_table` in its metadata. Returns {"invocations": path, "generations": path,
-    "aggregated": path}.
+    The file is replaced atomically and zstd-compressed, with `glow_schema_version` and
+    `glow_table` = `name` in its metadata. Arrow releases the GIL while it encodes, so a caller
+    can write one file on a thread while it builds the next.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, table in (
-        ("invocations", invocations),
-        ("generations", generations),
-        ("aggregated", aggregated),
-    ):
-        path = out_dir / f"{name}.parquet"
-        _write_atomic(path, table, name)
-        paths[name] = path
-    return paths
+    path = out_dir / f"{name}.parquet"
+    _write_atomic(path, table, name)
+    return path
+
+
+def write_results(
+    out_dir: Path, invocations: pa.Table, generations: pa.Table, aggregated: pa.Table
+) -> dict[str, Path]:
+    """Write invocations/generations/aggregated `.parquet` into `out_dir` (see `write_result`).
+
+    Returns {"invocations": path, "generations": path, "aggregated": path}.
+    """
+    return {
+        name: write_result(out_dir, name, table)
+        for name, table in (
+            ("invocations", invocations),
+            ("generations", generations),
+            ("aggregated", aggregated),
+        )
+    }
