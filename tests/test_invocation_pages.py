@@ -1,20 +1,27 @@
-"""The API's list pages: `Store.list_invocations_json` renders on SQLite what pydantic would.
+"""The API's list pages: `Store.list_invocations_json` renders on SQLite what pydantic would,
+and `POST /test/invocations` answers through its ASGI fast path exactly as the route does.
 
 The fast path writes each row's JSON in SQL (and Python for floats and timestamps) instead of
 validating and dumping models; these tests hold it to the pydantic path, value for value and
-key for key, on awkward values, and check that rows it cannot render exactly fall back.
+key for key, on awkward values, and check that rows it cannot render exactly fall back. The
+HTTP tests run the app in-process (no Prefect): every error must still be the route's.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from glow.api import create_app
+from glow.api.invocations import InvocationPages
 from glow.models import Invocation, Modality, ModelSpec, Rubric, Status, TestRecord, TestSpec
 from glow.store import Store
 from glow.store import tables as t
@@ -169,3 +176,74 @@ def test_invocation_page_with_nan_fails_as_before(store: Store) -> None:
 
 def test_empty_invocation_page(store: Store) -> None:
     assert store.list_invocations_json(_test_id(store)) == []
+
+
+TOKEN = "pages-token"
+
+
+@pytest.fixture
+def client(store: Store) -> Iterator[TestClient]:
+    with TestClient(create_app(TOKEN, store, prefect=False)) as client:
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield client
+
+
+def _error(response: Any, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    return str(response.json()["error"]["message"])
+
+
+def test_invocations_pages_over_http_every_row_once(client: TestClient, store: Store) -> None:
+    test_id = _test_id(store)
+    invs = _invocations(test_id)
+    store.ensure_invocations(invs)
+    body = json.dumps({"test_id": test_id, "page_size": 5}).encode()
+    assert InvocationPages._page({"app": client.app}, body) is not None  # the fast path
+    seen: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"test_id": test_id, "page_size": 5}
+    while True:
+        response = client.post("/test/invocations", json=request)
+        assert response.status_code == 200 and response.headers["content-type"] == (
+            "application/json"
+        )
+        page = response.json()
+        seen += page["invocations"]
+        if "next_page_token" not in page:
+            break
+        assert len(page["invocations"]) == 5
+        request["page_token"] = page["next_page_token"]
+    want = [json.loads(text) for _, text in _reference(store, test_id)]
+    assert seen == want and len(seen) == len(invs)
+    empty = client.post("/test/invocations", json={"test_id": _test_id(store)})
+    assert empty.status_code == 200 and empty.json() == {"invocations": []}
+
+
+def test_invocations_errors_are_the_routes(client: TestClient, store: Store) -> None:
+    test_id = _test_id(store)
+    store.ensure_invocations(_invocations(test_id)[:3])
+    post = client.post
+    bad_json = post("/test/invocations", content=b"{not json")
+    _error(bad_json, 400, "bad_request")
+    assert "page_size" in _error(
+        post("/test/invocations", json={"test_id": test_id, "page_size": 0}),
+        422,
+        "validation_error",
+    )
+    assert "nope" in _error(
+        post("/test/invocations", json={"test_id": test_id, "nope": 1}), 422, "validation_error"
+    )
+    _error(post("/test/invocations", json={}), 422, "validation_error")
+    _error(post("/test/invocations", json={"test_id": "no-such-test"}), 404, "not_found")
+    garbage = {"test_id": test_id, "page_token": "garbage!"}
+    assert "page_token" in _error(post("/test/invocations", json=garbage), 422, "validation_error")
+    garbage["test_id"] = "no-such-test"  # an unknown test is a 404 before a bad token is a 422
+    _error(post("/test/invocations", json=garbage), 404, "not_found")
+    _error(
+        post("/test/invocations", json={"test_id": test_id}, headers={"Authorization": ""}),
+        401,
+        "unauthorized",
+    )
+    _error(client.get("/test/invocations"), 405, "method_not_allowed")
+    filtered = post("/test/invocations", json={"test_id": test_id, "status": "queued"})
+    assert [r["status"] for r in filtered.json()["invocations"]] == ["queued"]

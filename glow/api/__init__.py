@@ -69,6 +69,7 @@ def create_app(token: str | None, store: Store | None = None, *, prefect: bool =
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(invocations.InvocationPages)  # inside BearerAuth: added before it
     app.add_middleware(BearerAuth, token=token)
     _document_auth(app)
     return app

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glow.api.deps import ERRORS, StoreDep
 from glow.api.errors import ApiError
@@ -111,6 +112,65 @@ def _invocation_page(body: InvocationListRequest, store: Store) -> Response:
         parts += [',"next_page_token":', json.dumps(encode_page_token(rows[size - 1][0]))]
     parts.append("}")
     return Response("".join(parts).encode(), media_type="application/json")
+
+
+_PAGES_ROUTE = ("POST", "/test/invocations")
+
+
+class InvocationPages:
+    """ASGI fast path for `POST /test/invocations`, the API's hottest read.
+
+    A page costs ~1 ms of store work; FastAPI's request machinery around it (the middleware
+    chain, routing, body parsing, dependency solving) added ~0.4 ms more, a fifth of what 16
+    clients queue behind. Here a body that validates is answered by `_invocation_page`
+    directly. Anything else (another method, a body the schema refuses, an unknown test or bad
+    page token, a store that is not SQLite, any error at all) goes on to the FastAPI app with
+    the body replayed: the route there answers it, so errors, their shapes and the OpenAPI
+    document stay FastAPI's alone. Sits inside `BearerAuth`, so the token is checked first.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) != _PAGES_ROUTE:
+            await self.app(scope, receive, send)
+            return
+        chunks, last = [], None
+        while True:
+            last = await receive()
+            if last["type"] != "http.request":  # the client went away: FastAPI sees it too
+                break
+            chunks.append(last.get("body", b""))
+            if not last.get("more_body", False):
+                last = None
+                break
+        body = b"".join(chunks)
+        response = None if last is not None else self._page(scope, body)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return last if last is not None else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _page(scope: Scope, body: bytes) -> Response | None:
+        """The page for a plain success; None for FastAPI's route to answer instead."""
+        try:
+            store: Store = scope["app"].state.store
+            if store.engine.dialect.name != "sqlite":  # the route uses a worker thread
+                return None
+            return _invocation_page(InvocationListRequest.model_validate_json(body), store)
+        except Exception:  # noqa: BLE001 - the route raises it again and answers properly
+            return None
 
 
 @router.post("/invocation_trace", response_model=TraceEntry)
