@@ -3,8 +3,8 @@
 * `glow tests invocation get` and `glow tests invocations` as subprocesses: median wall over
   several calls (target < 0.3 s: no prefect or litellm import on that path);
 * `invocations` pages of 100 from a test with 100,000 invocations, 16 concurrent clients (one
-  process and keep-alive connection each) fetching pages spread over the whole test: p95
-  (target < 50 ms).
+  process and keep-alive HTTP/1.1 connection each) fetching pages spread over the whole test:
+  p95 (target < 50 ms).
 
 Written against the contract of issue 3 (`glow serve --port P --token T`, `POST /test/<op>`,
 `next_page_token`); it skips with a message while `glow serve` does not exist yet.
@@ -12,7 +12,6 @@ Written against the contract of issue 3 (`glow serve --port P --token T`, `POST 
 
 from __future__ import annotations
 
-import http.client
 import json
 import multiprocessing
 import random
@@ -129,6 +128,35 @@ def _page_tokens(url: str, test_id: str) -> tuple[list[str | None], int]:
             tokens.append(token)
 
 
+def _read_response(sock: socket.socket, pending: bytes) -> tuple[int, bytes, bytes]:
+    """One HTTP/1.1 answer with a Content-Length from a keep-alive socket: (status, body, the
+    bytes read past it). The minimum a load generator does (like wrk): no header objects."""
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        pending += chunk
+    head, _, pending = pending.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in lines
+            if line.lower().startswith(b"content-length:")
+        ),
+        None,
+    )
+    if length is None:
+        raise RuntimeError(f"no Content-Length in the answer: {head[:300]!r}")
+    while len(pending) < length:
+        chunk = sock.recv(max(65536, length - len(pending)))
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-answer")
+        pending += chunk
+    return status, pending[:length], pending[length:]
+
+
 def _client_process(
     url: str,
     test_id: str,
@@ -140,30 +168,39 @@ def _client_process(
 ) -> None:
     """One client: its own process and keep-alive connection, fetching random pages by token.
 
-    http.client rather than httpx, and a process rather than a thread: the clients share the
-    machine's two cores with `glow serve`, and 16 httpx threads behind one GIL measured their
-    own queueing (~2 ms of client CPU a request) as much as the server's. The clock covers
-    sending the request and reading the whole answer. Every answer is parsed and checked, but
-    after the last request: decoding a page (~0.6-1 ms) would take the server's CPU meanwhile.
+    A raw HTTP/1.1 socket rather than httpx, and a process rather than a thread: the clients
+    share the machine's two cores with `glow serve`, and 16 httpx threads behind one GIL
+    measured their own queueing (~2 ms of client CPU a request) as much as the server's. The
+    clock covers sending the request and reading the whole answer. Every answer is parsed and
+    checked, but after the last client is done: decoding a page (~0.6-1 ms) would otherwise
+    take CPU from the server while it is measured.
     """
     rng = random.Random(seed_)
     parsed = urlsplit(url)
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    bodies = [
-        json.dumps({"test_id": test_id, "page_size": PAGE_SIZE, "page_token": token}).encode()
-        for token in tokens
-    ]
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    requests_bytes = []
+    for token in tokens:
+        body = json.dumps({"test_id": test_id, "page_size": PAGE_SIZE, "page_token": token})
+        requests_bytes.append(
+            (
+                f"POST /test/invocations HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        )
     latencies, answers = [], []
     try:
-        start.wait(timeout=120)
-        for _ in range(requests):
-            body = rng.choice(bodies)
-            started = time.perf_counter()
-            conn.request("POST", "/test/invocations", body=body, headers=headers)
-            response = conn.getresponse()
-            answers.append((response.status, response.read()))
-            latencies.append(time.perf_counter() - started)
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pending = b""
+            start.wait(timeout=120)
+            for _ in range(requests):
+                request = rng.choice(requests_bytes)
+                started = time.perf_counter()
+                sock.sendall(request)
+                status, data, pending = _read_response(sock, pending)
+                latencies.append(time.perf_counter() - started)
+                answers.append((status, data))
         start.wait(timeout=600)  # the barrier again: every client is done
         for status, data in answers:
             if status != 200 or not json.loads(data)["invocations"]:
@@ -171,8 +208,6 @@ def _client_process(
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         results.put(f"client {seed_}: {type(exc).__name__}: {exc}")
         return
-    finally:
-        conn.close()
     results.put(latencies)
 
 
