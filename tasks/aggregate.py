@@ -51,9 +51,13 @@ def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
         timings[step] = time.perf_counter() - started
 
 
-def _read_generations(store: Store, test_id: str, timings: dict[str, float]) -> pa.Table:
+def _generations(
+    store: Store, test_id: str, out_dir: Path, timings: dict[str, float]
+) -> tuple[pa.Table, Path]:
+    """The helper thread's share: read the generations and write their file."""
     with _timed(timings, "read_generations"):
-        return results.generations_table_from_columns(store.generation_columns(test_id))
+        generations = results.generations_table_from_columns(store.generation_columns(test_id))
+    return generations, _write(out_dir, "generations", generations, timings)
 
 
 def _write(out_dir: Path, name: str, table: pa.Table, timings: dict[str, float]) -> Path:
@@ -65,16 +69,17 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
     """Aggregate a test's invocations and generations and write its parquet files atomically.
 
     A test can hold a million invocations, so the work is spread over two threads: the
-    generations are read on a helper thread while the invocations are read here (SQLite steps
-    through rows without the GIL), and each parquet file is written on the helper (Arrow
-    encodes without the GIL) while the next step runs. `timings` has each step's seconds.
+    generations are read and written on a helper thread while the invocations are read here
+    (SQLite and Arrow do most of a read without the GIL), and the invocations' file is written
+    on the helper (Arrow encodes without the GIL) while they are aggregated here. `timings` has
+    each step's seconds; steps on the two threads overlap.
     """
     record = store.get_test(test_id)
     standards = [s.name for s in record.rubric.standards]
     out_dir = out_dir or results_dir(test_id)
     timings: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="glow-results") as helper:
-        generations_read = helper.submit(_read_generations, store, test_id, timings)
+        generations_done = helper.submit(_generations, store, test_id, out_dir, timings)
         with _timed(timings, "read_invocations"):
             invocations = results.invocations_table_from_columns(
                 store.invocation_columns(test_id), standards
@@ -83,8 +88,7 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
             "invocations": helper.submit(_write, out_dir, "invocations", invocations, timings)
         }
         with _timed(timings, "wait_generations"):
-            generations = generations_read.result()
-        written["generations"] = helper.submit(_write, out_dir, "generations", generations, timings)
+            generations, generations_path = generations_done.result()
         with _timed(timings, "aggregate"):
             categories = _scenario_categories(store, record.test_id) if record.skipped else {}
             aggregated = results.aggregate(
@@ -99,6 +103,11 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
         written["aggregated"] = helper.submit(_write, out_dir, "aggregated", aggregated, timings)
         with _timed(timings, "wait_writes"):
             paths = {name: future.result() for name, future in written.items()}
+    paths = {
+        "invocations": paths["invocations"],
+        "generations": generations_path,
+        "aggregated": paths["aggregated"],
+    }
     # Counted from the rows just exported, so the counts always match the files.
     statuses = pc.value_counts(invocations.column("status")).to_pylist()
     return BuiltResults(
