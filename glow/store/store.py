@@ -330,6 +330,12 @@ class Store:
             params.append(limit)
         # The driver's cursor, not SQLAlchemy's Result: the rows are plain text and numbers.
         connection = self.engine.raw_connection()
+        if not connection.info.get("page_cache"):
+            # Random pages of a large test touch rows all over the table: a 64 MiB page cache
+            # (SQLite's default is 2 MiB) keeps them in memory instead of a pread each, ~0.2 ms
+            # of system time a page. Set once per pooled connection; it only grows when used.
+            connection.driver_connection.execute("PRAGMA cache_size = -65536")
+            connection.info["page_cache"] = True
         try:
             rows = connection.driver_connection.execute(sql, params).fetchall()
         except sqlite3.OperationalError:  # json() refused a stored text: pydantic decides
