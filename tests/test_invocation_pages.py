@@ -247,3 +247,8 @@ def test_invocations_errors_are_the_routes(client: TestClient, store: Store) -> 
     _error(client.get("/test/invocations"), 405, "method_not_allowed")
     filtered = post("/test/invocations", json={"test_id": test_id, "status": "queued"})
     assert [r["status"] for r in filtered.json()["invocations"]] == ["queued"]
+    # A lone surrogate passes the schema's plain `model` string but cannot be stored: no rows.
+    surrogate = b'{"test_id": "%s", "model": "\\udfff"}' % test_id.encode()
+    assert post("/test/invocations", content=surrogate).json() == {"invocations": []}
+    surrogate = b'{"test_id": "no-such-test", "model": "\\udfff"}'
+    _error(post("/test/invocations", content=surrogate), 404, "not_found")

@@ -340,6 +340,8 @@ class Store:
             rows = connection.driver_connection.execute(sql, params).fetchall()
         except sqlite3.OperationalError:  # json() refused a stored text: pydantic decides
             return None
+        except UnicodeEncodeError:  # a filter with a lone surrogate: no stored text has one
+            return []
         finally:
             connection.close()
         if not rows:
