@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import event
+from sqlalchemy import event, text
 from test_store import any_store  # noqa: F401 - the SQLite / PostgreSQL store fixture
 
 from glow.models import (
@@ -23,7 +23,7 @@ from glow.models import (
     TestRecord,
     TestSpec,
 )
-from glow.results import generations_table, invocations_table
+from glow.results import generations_table, invocations_table, invocations_table_from_columns
 from glow.store import Store
 from tasks.aggregate import build_results
 
@@ -190,3 +190,19 @@ def test_sqlite_ranges_over_the_length_limit_are_split(tmp_path: Path) -> None:
         assert len(batch["invocation_id"]) <= 3  # 3 outputs of 3000 bytes fit in 10,000
         ids.extend(pa.array(batch["invocation_id"]).to_pylist())
     assert sorted(ids) == sorted(i.invocation_id for i in invocations)
+
+
+def test_sqlite_timestamps_in_other_formats_are_still_read(tmp_path: Path) -> None:
+    """Rows written by other tools may hold ISO 8601 text with an offset: read as UTC."""
+    store = Store(f"sqlite:///{tmp_path / 'glow.db'}")
+    test_id = _record(store)
+    store.ensure_invocations([_invocation(test_id, i) for i in range(3)])
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE invocations SET started_at = '2026-01-01T02:00:00+02:00' WHERE test_id = :t"
+            ),
+            {"t": test_id},
+        )
+    table = invocations_table_from_columns(store.invocation_columns(test_id), STANDARDS)
+    assert set(table.column("started_at").to_pylist()) == {datetime(2026, 1, 1, tzinfo=UTC)}

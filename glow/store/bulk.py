@@ -14,9 +14,10 @@ Other databases (PostgreSQL) are read through SQLAlchemy Core, in batches from a
 cursor, with SQLAlchemy's per-row result processing skipped.
 
 Either way a batch is {column: values}, `values` being an Arrow array or a sequence of Python
-values as the driver gives them: scalars unconverted (SQLite: timestamps as text, booleans as
-0/1), JSON columns decoded (each distinct text once). `glow.results` types them a whole column at
-a time. Batches hold each row once, in no particular order.
+values as the driver gives them, not yet of the model's types: booleans may be 0/1, timestamps
+zone-less (meaning UTC) or text; JSON columns are decoded (each distinct text once).
+`glow.results` types them a whole column at a time. Batches hold each row once, in no
+particular order.
 """
 
 from __future__ import annotations
@@ -28,9 +29,22 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
-from sqlalchemy import JSON, Boolean, Column, Engine, Float, Integer, Table, select, type_coerce
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    Table,
+    select,
+    type_coerce,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import NullType
+
+from glow.store.tables import UTCDateTime
 
 Batch = dict[str, Sequence[Any] | pa.Array]
 
@@ -127,9 +141,12 @@ class _SQLiteReader:
         reals = "".join(f", {_identifier(c)}" for c in self.reals)
         self.reals_sql = f"SELECT rowid{reals} {where} ORDER BY rowid"
         by_name = {c.name: c for c in columns}
-        self.json_schema = pa.schema(
-            [pa.field(c, pa.list_(_json_type(by_name[c]))) for c in self.others]
-            + [pa.field(_ROWID, pa.list_(pa.int64()))]
+        self.json_schema, self.text_schema = (
+            pa.schema(
+                [pa.field(c, pa.list_(_json_type(by_name[c], timestamps))) for c in self.others]
+                + [pa.field(_ROWID, pa.list_(pa.int64()))]
+            )
+            for timestamps in (True, False)
         )
 
     def read(
@@ -138,11 +155,10 @@ class _SQLiteReader:
         """One rowid range as a batch (None when it holds no row of the test), and the size of
         its JSON in bytes."""
         blob = cursor.execute(self.json_sql, params).fetchone()[0]
-        parsed = pa_json.read_json(
-            pa.BufferReader(blob),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=len(blob) + 1),
-            parse_options=pa_json.ParseOptions(explicit_schema=self.json_schema),
-        )
+        try:
+            parsed = _parse_json(blob, self.json_schema)
+        except pa.ArrowInvalid:  # a timestamp not in SQLAlchemy's format: leave it as text
+            parsed = _parse_json(blob, self.text_schema)
         columns = {name: parsed.column(name).chunk(0).values for name in parsed.column_names}
         rowids = columns.pop(_ROWID)
         if not len(rowids):
@@ -174,9 +190,23 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json_type(column: Column[Any]) -> pa.DataType:
-    """How a non-REAL column's values appear in SQLite's JSON: numbers or text."""
-    return pa.int64() if isinstance(column.type, Integer | Boolean) else pa.string()
+def _json_type(column: Column[Any], timestamps: bool) -> pa.DataType:
+    """How a non-REAL column's values are read from SQLite's JSON: numbers, or text, which
+    Arrow parses as a (zone-less, UTC) timestamp for DateTime columns if `timestamps`."""
+    if isinstance(column.type, Integer | Boolean):
+        return pa.int64()
+    if timestamps and isinstance(column.type, DateTime | UTCDateTime):
+        return pa.timestamp("us")
+    return pa.string()
+
+
+def _parse_json(blob: bytes, schema: pa.Schema) -> pa.Table:
+    """One JSON object (of arrays) as a one-row table: Arrow's C++ parser, without the GIL."""
+    return pa_json.read_json(
+        pa.BufferReader(blob),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(blob) + 1),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema),
+    )
 
 
 def _sqlite_batches(
