@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,16 +53,29 @@ def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
 
 def _generations(
     store: Store, test_id: str, out_dir: Path, timings: dict[str, float]
-) -> tuple[pa.Table, Path]:
-    """The helper thread's share: read the generations and write their file."""
+) -> tuple[pa.Table, results.StagedFile]:
+    """The helper thread's share: read the generations and stage their file."""
     with _timed(timings, "read_generations"):
         generations = results.generations_table_from_columns(store.generation_columns(test_id))
-    return generations, _write(out_dir, "generations", generations, timings)
+    return generations, _stage(out_dir, "generations", generations, timings)
 
 
-def _write(out_dir: Path, name: str, table: pa.Table, timings: dict[str, float]) -> Path:
+def _stage(
+    out_dir: Path, name: str, table: pa.Table, timings: dict[str, float]
+) -> results.StagedFile:
     with _timed(timings, f"write_{name}"):
-        return results.write_result(out_dir, name, table)
+        return results.stage_result(out_dir, name, table)
+
+
+def _discard_staged(futures: list[Future[Any]]) -> None:
+    """After a failure, remove the files the finished tasks staged (the pool has waited for
+    every task by then); the published results stay as they were."""
+    for future in futures:
+        if future.cancelled() or future.exception() is not None:
+            continue
+        result = future.result()
+        staged = result[1] if isinstance(result, tuple) else result  # `_generations` / `_stage`
+        staged.discard()
 
 
 def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> BuiltResults:
@@ -71,48 +84,50 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
     A test can hold a million invocations, so the work is spread over two threads: the
     generations are read and written on a helper thread while the invocations are read here
     (SQLite and Arrow do most of a read without the GIL), and the invocations' file is written
-    on the helper (Arrow encodes without the GIL) while they are aggregated here. `timings` has
-    each step's seconds; steps on the two threads overlap.
+    on the helper (Arrow encodes without the GIL) while they are aggregated here. The files are
+    written beside the old ones and moved into place only once all three are, so a failure
+    leaves the previous results whole. `timings` has each step's seconds; steps on the two
+    threads overlap.
     """
     record = store.get_test(test_id)
     standards = [s.name for s in record.rubric.standards]
     out_dir = out_dir or results_dir(test_id)
     timings: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="glow-results") as helper:
-        generations_done = helper.submit(_generations, store, test_id, out_dir, timings)
-        with _timed(timings, "read_invocations"):
-            invocations = results.invocations_table_from_columns(
-                store.invocation_columns(test_id), standards
-            )
-        written = {
-            "invocations": helper.submit(_write, out_dir, "invocations", invocations, timings)
-        }
-        with _timed(timings, "wait_generations"):
-            generations, generations_path = generations_done.result()
-        with _timed(timings, "aggregate"):
-            categories = _scenario_categories(store, record.test_id) if record.skipped else {}
-            aggregated = results.aggregate(
-                invocations,
-                generations,
-                standards,
-                record.spec.epochs,
-                record.skipped,
-                skipped_categories=categories,
-                test_id=test_id,
-            )
-        written["aggregated"] = helper.submit(_write, out_dir, "aggregated", aggregated, timings)
-        with _timed(timings, "wait_writes"):
-            paths = {name: future.result() for name, future in written.items()}
-    paths = {
-        "invocations": paths["invocations"],
-        "generations": generations_path,
-        "aggregated": paths["aggregated"],
-    }
+    futures: list[Future[Any]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="glow-results") as helper:
+            futures.append(helper.submit(_generations, store, test_id, out_dir, timings))
+            with _timed(timings, "read_invocations"):
+                invocations = results.invocations_table_from_columns(
+                    store.invocation_columns(test_id), standards
+                )
+            futures.append(helper.submit(_stage, out_dir, "invocations", invocations, timings))
+            with _timed(timings, "wait_generations"):
+                generations, _ = futures[0].result()
+            with _timed(timings, "aggregate"):
+                categories = _scenario_categories(store, record.test_id) if record.skipped else {}
+                aggregated = results.aggregate(
+                    invocations,
+                    generations,
+                    standards,
+                    record.spec.epochs,
+                    record.skipped,
+                    skipped_categories=categories,
+                    test_id=test_id,
+                )
+            futures.append(helper.submit(_stage, out_dir, "aggregated", aggregated, timings))
+            with _timed(timings, "wait_writes"):
+                _, staged_generations = futures[0].result()
+                staged = [staged_generations, futures[1].result(), futures[2].result()]
+    except BaseException:
+        _discard_staged(futures)
+        raise
+    paths = {file.name: file.publish() for file in staged}
     # Counted from the rows just exported, so the counts always match the files.
     statuses = pc.value_counts(invocations.column("status")).to_pylist()
     return BuiltResults(
         test_id=test_id,
-        paths=paths,
+        paths={name: paths[name] for name in ("invocations", "generations", "aggregated")},
         leaderboard=results.leaderboard(aggregated),
         summary=results.summary(aggregated),
         counts={str(row["values"]): int(row["counts"]) for row in statuses},

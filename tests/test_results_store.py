@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from sqlalchemy import event, text
 from test_store import any_store  # noqa: F401 - the SQLite / PostgreSQL store fixture
 
+from glow import results
 from glow.models import (
     Generation,
     Invocation,
@@ -206,3 +208,24 @@ def test_sqlite_timestamps_in_other_formats_are_still_read(tmp_path: Path) -> No
         )
     table = invocations_table_from_columns(store.invocation_columns(test_id), STANDARDS)
     assert set(table.column("started_at").to_pylist()) == {datetime(2026, 1, 1, tzinfo=UTC)}
+
+
+def test_a_failed_build_leaves_the_previous_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'glow.db'}")
+    test_id = _record(store)
+    _fill(store, [test_id], 6)
+    out = tmp_path / "results"
+    first = build_results(store, test_id, out_dir=out)
+    before = {name: path.read_bytes() for name, path in first.paths.items()}
+    store.ensure_invocations([_invocation(test_id, 99)])
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("aggregation failed")
+
+    monkeypatch.setattr(results, "aggregate", broken)
+    with pytest.raises(RuntimeError, match="aggregation failed"):
+        build_results(store, test_id, out_dir=out)
+    assert {name: path.read_bytes() for name, path in first.paths.items()} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in first.paths.values())
