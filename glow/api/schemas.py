@@ -87,7 +87,8 @@ class InvocationCreateRequest(Body):
     @model_validator(mode="after")
     def _cell_or_draft(self) -> InvocationCreateRequest:
         if self.draft_id is None:
-            missing = [f for f in ("test_id", "scenario_id", "model") if getattr(self, f) is None]
+            # Empty counts as missing: "" would otherwise reach the op and fail there (a 500).
+            missing = [f for f in ("test_id", "scenario_id", "model") if not getattr(self, f)]
             if missing:
                 raise ValueError(f"give draft_id, or a cell: missing {', '.join(missing)}")
         return self
