@@ -206,9 +206,11 @@ async def run_test(
     built = await aggregate(test_id)
     if context.budget is not None and context.budget.exhausted:
         store.update_test(test_id, status="budget_exhausted")
-        print(f"test {test_id}: budget exhausted; "
-              f"spent ${context.budget.spent_usd:.4f} of ${context.budget.limit_usd:g}; "
-              "cells not started stay queued (raise budget_usd, then resume)")
+        print(
+            f"test {test_id}: budget exhausted; "
+            f"spent ${context.budget.spent_usd:.4f} of ${context.budget.limit_usd:g}; "
+            "cells not started stay queued (raise budget_usd, then resume)"
+        )
     else:
         store.update_test(test_id, status="completed")
     return {

@@ -80,8 +80,9 @@ class ArtifactPublisher:
                 if client is None:
                     from prefect.artifacts import acreate_markdown_artifact
 
-                    await acreate_markdown_artifact(key=key, markdown=markdown,
-                                                    description=description)
+                    await acreate_markdown_artifact(
+                        key=key, markdown=markdown, description=description
+                    )
                     return
                 response = await client.post("/artifacts/", json=body)
                 response.raise_for_status()

@@ -100,15 +100,20 @@ def _event_markdown(index: int, event: TraceEvent) -> str:
     if event.latency_s is not None:
         facts.append(f"latency {event.latency_s:.3f}s")
     if event.usage:
-        facts.append(f"tokens {event.usage.get('input_tokens', 0)} in / "
-                     f"{event.usage.get('output_tokens', 0)} out")
+        facts.append(
+            f"tokens {event.usage.get('input_tokens', 0)} in / "
+            f"{event.usage.get('output_tokens', 0)} out"
+        )
     if event.kind in ("model_call", "grading") and event.usage is not None:
         facts.append("cost unknown" if event.cost_usd is None else f"cost ${event.cost_usd:.6f}")
     body = [head, ", ".join(facts)] if facts else [head]
     if event.error_type:
         body.append(f"**{event.error_type}**: {event.error_message}")
-    for label, value in (("request", event.request), ("response", event.response),
-                         ("content", event.content)):
+    for label, value in (
+        ("request", event.request),
+        ("response", event.response),
+        ("content", event.content),
+    ):
         if value is not None:
             text = json.dumps(_redact_media(value), indent=2, default=str, ensure_ascii=False)
             body.append(f"<details><summary>{label}</summary>\n\n```json\n{text}\n```\n</details>")

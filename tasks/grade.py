@@ -163,16 +163,23 @@ async def aregrade_test(
     rubric = load_rubric(rubric_ref, base_dir=ctx.loaded.base_dir)
     judge = ctx.loaded.spec.judge
     if judge is None and any(s.kind == "llm_judge" for s in rubric.standards):
-        raise SpecError(f"rubric {rubric.label} has llm_judge standards but test {test_id} "
-                        "has no judge model")
+        raise SpecError(
+            f"rubric {rubric.label} has llm_judge standards but test {test_id} has no judge model"
+        )
     completed = store.list_invocations(test_id, status=Status.completed)
     options = ctx.options(judge) if judge else None
     for done, inv in enumerate(completed, start=1):
         run = store.get_invocation(inv.invocation_id).runs[-1]
         result = await grade_run(
-            rubric=rubric, scenario=ctx.scenarios[inv.scenario_id], output=run.output,
-            trace=run.trace, test_id=test_id, invocation_id=inv.invocation_id,
-            run_id=run.run_id, judge=judge, options=options,
+            rubric=rubric,
+            scenario=ctx.scenarios[inv.scenario_id],
+            output=run.output,
+            trace=run.trace,
+            test_id=test_id,
+            invocation_id=inv.invocation_id,
+            run_id=run.run_id,
+            judge=judge,
+            options=options,
         )
         store.add_generations(result.generations)
         judge_cost = known_sum(store.judge_cost(inv.invocation_id))

@@ -200,14 +200,22 @@ async def execute_invocation(
     """
     if isinstance(cell, str):
         stored = await in_store_thread(ctx.store.get_invocation, cell, runs=False)
-        cell = Cell(test_id=stored.test_id, scenario_id=stored.scenario_id, model=stored.model,
-                    agent=stored.agent, epoch=stored.epoch)
+        cell = Cell(
+            test_id=stored.test_id,
+            scenario_id=stored.scenario_id,
+            model=stored.model,
+            agent=stored.agent,
+            epoch=stored.epoch,
+        )
     inv = invocation_for(cell, ctx.loaded)
     scenario = ctx.scenarios[cell.scenario_id]
     model, agent, spec = ctx.models[cell.model], ctx.agents[cell.agent], ctx.loaded.spec
     if run is None:
         run = await in_store_thread(
-            ctx.store.start_run, inv.invocation_id, allowed=allowed, owner=cancel.OWNER,
+            ctx.store.start_run,
+            inv.invocation_id,
+            allowed=allowed,
+            owner=cancel.OWNER,
             lease_s=LEASE_S,
         )
     started = time.perf_counter()
@@ -282,8 +290,9 @@ async def execute_invocation(
     final = await in_store_thread(
         ctx.store.finish_run, run, invocation=values, generations=generations, scores=scores
     )
-    inv = inv.model_copy(update={**values, "status": final, "attempts": run.number,
-                                 "started_at": run.started_at})
+    inv = inv.model_copy(
+        update={**values, "status": final, "attempts": run.number, "started_at": run.started_at}
+    )
     if final is not values["status"]:  # terminated meanwhile: the late result was discarded
         inv = await in_store_thread(ctx.store.get_invocation, inv.invocation_id, runs=False)
     if test_cancelled:

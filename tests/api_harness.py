@@ -45,13 +45,20 @@ class Api:
 
     def spec(self, name: str, scenarios: int = 3, **overrides: Any) -> dict[str, Any]:
         """An inline test: exact-answer questions, a fast model and a hung one (1 in flight)."""
-        common = {"api_base": self.sim_url, "api_key_env": "GLOW_SIM_API_KEY",
-                  "prices": {"input_cost_per_token": 1e-7, "output_cost_per_token": 2e-7}}
+        common = {
+            "api_base": self.sim_url,
+            "api_key_env": "GLOW_SIM_API_KEY",
+            "prices": {"input_cost_per_token": 1e-7, "output_cost_per_token": 2e-7},
+        }
         spec = {
             "name": name,
             "scenarios": [
-                {"id": f"q{i:03d}", "input": f"What is {i} + {i}?", "reference": str(2 * i),
-                 "metadata": {"category": "arithmetic"}}
+                {
+                    "id": f"q{i:03d}",
+                    "input": f"What is {i} + {i}?",
+                    "reference": str(2 * i),
+                    "metadata": {"category": "arithmetic"},
+                }
                 for i in range(scenarios)
             ],
             "models": [
@@ -88,7 +95,10 @@ def free_port() -> int:
 def start_server(env: dict[str, str], port: int, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "glow.cli", "serve", "--port", str(port), *args],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 

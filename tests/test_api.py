@@ -19,9 +19,20 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 api = api_harness.api  # the module-scoped `glow serve` fixture
 
 OPS = [
-    "invocation_get", "invocation_create", "invocation_run", "invocation_complete",
-    "invocation_terminate", "invocation_trace", "invocation_draft", "invocations",
-    "invocation_drafts", "create", "get", "run", "list", "results",
+    "invocation_get",
+    "invocation_create",
+    "invocation_run",
+    "invocation_complete",
+    "invocation_terminate",
+    "invocation_trace",
+    "invocation_draft",
+    "invocations",
+    "invocation_drafts",
+    "create",
+    "get",
+    "run",
+    "list",
+    "results",
 ]
 
 
@@ -54,21 +65,30 @@ def test_auth_and_error_shapes(api: Api) -> None:
     inv_id = rows[0]["invocation_id"]
 
     for token in (None, "wrong-token"):
-        message = _error(api.post("invocation_get", {"invocation_id": inv_id}, token=token),
-                         401, "unauthorized")
+        message = _error(
+            api.post("invocation_get", {"invocation_id": inv_id}, token=token), 401, "unauthorized"
+        )
         assert inv_id not in message
-    bad_json = httpx.post(f"{api.url}/test/invocation_get", content=b"{not json",
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    bad_json = httpx.post(
+        f"{api.url}/test/invocation_get",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     _error(bad_json, 400, "bad_request")
     assert "invocation_id" in _error(api.post("invocation_get", {}), 422, "validation_error")
-    assert "page_size" in _error(api.post("invocations", {"test_id": test_id, "page_size": 0}),
-                                 422, "validation_error")
-    assert "nope" in _error(api.post("invocation_get", {"invocation_id": inv_id, "nope": 1}),
-                            422, "validation_error")
+    assert "page_size" in _error(
+        api.post("invocations", {"test_id": test_id, "page_size": 0}), 422, "validation_error"
+    )
+    assert "nope" in _error(
+        api.post("invocation_get", {"invocation_id": inv_id, "nope": 1}), 422, "validation_error"
+    )
     _error(api.post("invocation_get", {"invocation_id": "no-such-id"}), 404, "not_found")
     _error(api.post("invocations", {"test_id": "no-such-test"}), 404, "not_found")
-    _error(api.post("invocations", {"test_id": test_id, "page_token": "garbage!"}),
-           422, "validation_error")
+    _error(
+        api.post("invocations", {"test_id": test_id, "page_token": "garbage!"}),
+        422,
+        "validation_error",
+    )
 
     # Lifecycle refusals name the current status.
     api.ok("invocation_terminate", {"invocation_id": inv_id})
@@ -116,20 +136,25 @@ def test_run_refire_complete_trace_through_prefect(api: Api) -> None:
     # A running invocation cannot be run again.
     slow = next(r for r in rows if r["model"] == "slow")["invocation_id"]
     api.ok("invocation_run", {"invocation_id": slow})
-    assert "running" in _error(api.post("invocation_run", {"invocation_id": slow}),
-                               409, "conflict")
+    assert "running" in _error(api.post("invocation_run", {"invocation_id": slow}), 409, "conflict")
     # Complete it by hand with a score: recorded as such; the hung call is abandoned.
-    done = api.ok("invocation_complete", {"invocation_id": slow, "output": "42",
-                                          "scores": {"exact": 1.0}})
+    done = api.ok(
+        "invocation_complete", {"invocation_id": slow, "output": "42", "scores": {"exact": 1.0}}
+    )
     assert done["status"] == "completed" and done["score"] == 1.0 and done["passed"] is True
     full = api.ok("invocation_get", {"invocation_id": slow})
     note = full["runs"][-1]["trace"][-1]
     assert note["kind"] == "note" and "manually" in note["content"]["supplied"]
-    assert "completed" in _error(api.post("invocation_complete", {"invocation_id": slow}),
-                                 409, "conflict")
+    assert "completed" in _error(
+        api.post("invocation_complete", {"invocation_id": slow}), 409, "conflict"
+    )
     assert _error(
-        api.post("invocation_complete", {"invocation_id": strong[1]["invocation_id"],
-                                         "scores": {"nope": 0.5}}), 422, "validation_error"
+        api.post(
+            "invocation_complete",
+            {"invocation_id": strong[1]["invocation_id"], "scores": {"nope": 0.5}},
+        ),
+        422,
+        "validation_error",
     ).startswith("scores.nope")
 
     results = api.ok("results", {"test_id": test_id})
@@ -202,8 +227,9 @@ def test_pagination_returns_every_row_once_while_statuses_change(api: Api) -> No
         body["page_token"] = page["next_page_token"]
     assert pages == 6 and sorted(seen) == sorted(r["invocation_id"] for r in rows)
     assert len(seen) == len(set(seen))
-    terminated = api.ok("invocations", {"test_id": test_id, "status": "terminated",
-                                        "page_size": 500})
+    terminated = api.ok(
+        "invocations", {"test_id": test_id, "status": "terminated", "page_size": 500}
+    )
     assert terminated["invocations"] and "next_page_token" not in terminated
     assert all(r["status"] == "terminated" for r in terminated["invocations"])
     slow = api.ok("invocations", {"test_id": test_id, "model": "slow", "page_size": 100000})
@@ -212,18 +238,23 @@ def test_pagination_returns_every_row_once_while_statuses_change(api: Api) -> No
 
 def test_drafts_never_run_until_created(api: Api) -> None:
     test_id, _ = api.create_test("drafts")
-    draft = api.ok("invocation_draft", {
-        "test_id": test_id,
-        "scenario": {"id": "new-q", "input": "What is 20 + 22?", "reference": "42"},
-        "model": "strong",
-        "params": {"temperature": 0},
-    })
+    draft = api.ok(
+        "invocation_draft",
+        {
+            "test_id": test_id,
+            "scenario": {"id": "new-q", "input": "What is 20 + 22?", "reference": "42"},
+            "model": "strong",
+            "params": {"temperature": 0},
+        },
+    )
     edited = api.ok("invocation_draft", {"draft_id": draft["draft_id"], "epoch": 2})
     assert edited["epoch"] == 2 and edited["scenario"]["id"] == "new-q"
-    assert [d["draft_id"] for d in api.ok("invocation_drafts", {"test_id": test_id})["drafts"]] \
-        == [draft["draft_id"]]
-    before = {r["invocation_id"] for r in api.ok("invocations", {"test_id": test_id})
-              ["invocations"]}
+    assert [d["draft_id"] for d in api.ok("invocation_drafts", {"test_id": test_id})["drafts"]] == [
+        draft["draft_id"]
+    ]
+    before = {
+        r["invocation_id"] for r in api.ok("invocations", {"test_id": test_id})["invocations"]
+    }
 
     inv = api.ok("invocation_create", {"draft_id": draft["draft_id"]})
     assert inv["status"] == "queued" and inv["scenario_id"] == "new-q" and inv["epoch"] == 2
@@ -241,8 +272,9 @@ def test_drafts_never_run_until_created(api: Api) -> None:
     assert api.ok("invocation_create", cell)["status"] == "queued"
     assert "queued" in _error(api.post("invocation_create", cell), 409, "conflict")
     _error(api.post("invocation_create", {**cell, "scenario_id": "nope"}), 404, "not_found")
-    assert "model" in _error(api.post("invocation_create", {**cell, "model": "x"}),
-                             422, "validation_error")
+    assert "model" in _error(
+        api.post("invocation_create", {**cell, "model": "x"}), 422, "validation_error"
+    )
 
 
 def test_seed_curl_examples_as_written(api: Api) -> None:
@@ -266,8 +298,13 @@ def test_seed_curl_examples_as_written(api: Api) -> None:
     ]
     outputs = []
     for example in examples:
-        done = subprocess.run(["bash", "-c", example + " -s -w '\\n%{http_code}'"],
-                              env=api.env, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["bash", "-c", example + " -s -w '\\n%{http_code}'"],
+            env=api.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         body, _, status = done.stdout.rpartition("\n")
         assert status == "200", (example, done.stdout, done.stderr)
         outputs.append(json.loads(body))
@@ -298,16 +335,22 @@ def test_test_level_ops(api: Api) -> None:
     assert api.ok("get", {"test_id": test_id})["counts"] == {"completed": 2}
     rows = api.ok("results", {"test_id": test_id, "rebuild": True})["rows"]
     assert rows and rows[0]["n_completed"] == 2
-    assert "scenarios" in _error(api.post("create", {**spec, "scenarios": []}), 422,
-                                 "validation_error")
+    assert "scenarios" in _error(
+        api.post("create", {**spec, "scenarios": []}), 422, "validation_error"
+    )
     _error(api.post("create", {"path": str(ROOT / "nope.yaml")}), 422, "validation_error")
 
 
 def _fuzz(operation: Any, calls: dict[str, int], failures: list[str]) -> None:
     from hypothesis import HealthCheck, Phase, given, settings
 
-    @settings(max_examples=15, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=15,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
     @given(case=operation.as_strategy())
     def check(case: Any) -> None:
         response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
@@ -332,5 +375,8 @@ def test_openapi_fuzz_finds_no_server_error(api: Api) -> None:
     assert set(calls) == {f"/test/{op}" for op in OPS} and min(calls.values()) >= 3, calls
     assert time.monotonic() - started < 90
     for op in ("run", "invocation_run"):
-        _error(api.post(op, {"test_id": "x"} if op == "run" else {"invocation_id": "x"}),
-               404, "not_found")
+        _error(
+            api.post(op, {"test_id": "x"} if op == "run" else {"invocation_id": "x"}),
+            404,
+            "not_found",
+        )

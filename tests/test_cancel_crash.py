@@ -50,16 +50,25 @@ def _write_test(tmp: Path, sim: Any, per_category: int = 3) -> Path:
 
 
 def _env(tmp: Path, prefect_server: str, sim: Any) -> dict[str, str]:
-    return {**os.environ, "PREFECT_API_URL": prefect_server, "GLOW_SIM_API_KEY": FAKE_KEY,
-            "GLOW_DATABASE_URL": f"sqlite:///{tmp / 'glow.db'}",
-            "GLOW_RESULTS_DIR": str(tmp / "results"), "GLOW_SIMULATOR_URL": sim.url,
-            "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "GLOW_SIM_API_KEY": FAKE_KEY,
+        "GLOW_DATABASE_URL": f"sqlite:///{tmp / 'glow.db'}",
+        "GLOW_RESULTS_DIR": str(tmp / "results"),
+        "GLOW_SIMULATOR_URL": sim.url,
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "glow.cli", "run", *args], cwd=ROOT, env=env,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "glow.cli", "run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -85,9 +94,7 @@ def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
     print(log.read_text(errors="replace")[-4000:])  # shown when a test fails
 
 
-def test_ui_cancel_of_a_glow_run(
-    tmp_path: Path, prefect_server: str, slow_sim: Any
-) -> None:
+def test_ui_cancel_of_a_glow_run(tmp_path: Path, prefect_server: str, slow_sim: Any) -> None:
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 
@@ -126,9 +133,7 @@ def test_ui_cancel_of_a_glow_run(
         _stop(proc, log)
 
 
-def test_kill_9_mid_run_then_resume(
-    tmp_path: Path, prefect_server: str, slow_sim: Any
-) -> None:
+def test_kill_9_mid_run_then_resume(tmp_path: Path, prefect_server: str, slow_sim: Any) -> None:
     from glow.store import Store
 
     env = _env(tmp_path, prefect_server, slow_sim)
@@ -177,14 +182,16 @@ def test_kill_9_mid_run_then_resume(
         assert after[inv_id].attempts == before[inv_id].attempts + 1
     # only the cells not completed before were called again (each >= 1 request)
     assert _total_requests(slow_sim) - requests_before >= len(after) - len(done) - sum(
-        1 for i in after.values() if i.status.value == "skipped")
+        1 for i in after.values() if i.status.value == "skipped"
+    )
 
     folder = tmp_path / "results" / test_id
     invocations = pd.read_parquet(folder / "invocations.parquet")
     assert invocations["invocation_id"].is_unique
     assert len(invocations) == len(after)
     assert (invocations["status"] == "completed").sum() == sum(
-        1 for i in after.values() if i.status.value == "completed")
+        1 for i in after.values() if i.status.value == "completed"
+    )
 
 
 def _total_requests(sim: Any) -> int:

@@ -19,11 +19,18 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 api = api_harness.api  # the module-scoped `glow serve` fixture
 
 
-def glow(api: Api, *args: str, stdin: str | None = None,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "glow.cli", *args], input=stdin,
-                          env=env or api.env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+def glow(
+    api: Api, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "glow.cli", *args],
+        input=stdin,
+        env=env or api.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def ok(api: Api, *args: str, stdin: str | None = None) -> Any:
@@ -38,43 +45,83 @@ def test_every_command_against_the_server(api: Api) -> None:
     spec_file = api.home / "cli.json"
     spec_file.write_text(json.dumps(spec))
     test_id = ok(api, "tests", "create", "--body", f"@{spec_file}")["test"]["test_id"]
-    assert ok(api, "tests", "get", "--body", json.dumps({"test_id": test_id}))["counts"] \
-        == {"queued": 4}
+    assert ok(api, "tests", "get", "--body", json.dumps({"test_id": test_id}))["counts"] == {
+        "queued": 4
+    }
     assert test_id in [t["test_id"] for t in ok(api, "tests", "list")["tests"]]
-    rows = ok(api, "tests", "invocations", "--body", "-",
-              stdin=json.dumps({"test_id": test_id, "model": "strong"}))["invocations"]
+    rows = ok(
+        api,
+        "tests",
+        "invocations",
+        "--body",
+        "-",
+        stdin=json.dumps({"test_id": test_id, "model": "strong"}),
+    )["invocations"]
     inv_id = rows[0]["invocation_id"]
 
-    started = ok(api, "tests", "invocation", "run", "--body",
-                 json.dumps({"invocation_id": inv_id}))
+    started = ok(api, "tests", "invocation", "run", "--body", json.dumps({"invocation_id": inv_id}))
     assert started["status"] == "running" and started["flow_run_id"]
     assert api.wait_status(inv_id, {"completed", "failed"})["status"] == "completed"
     got = ok(api, "tests", "invocation", "get", "--body", json.dumps({"invocation_id": inv_id}))
     assert got["runs"][0]["trace"]
-    trace = ok(api, "tests", "invocation", "trace", "--body",
-               json.dumps({"test_id": test_id, "test_invocation_id": inv_id}))
+    trace = ok(
+        api,
+        "tests",
+        "invocation",
+        "trace",
+        "--body",
+        json.dumps({"test_id": test_id, "test_invocation_id": inv_id}),
+    )
     assert trace["run_id"] == started["run_id"]
 
     other = rows[1]["invocation_id"]
-    done = ok(api, "tests", "invocation", "complete", "--body",
-              json.dumps({"invocation_id": other, "output": "x"}))
+    done = ok(
+        api,
+        "tests",
+        "invocation",
+        "complete",
+        "--body",
+        json.dumps({"invocation_id": other, "output": "x"}),
+    )
     assert done["status"] == "completed"
-    draft = ok(api, "tests", "invocation", "draft", "--body",
-               json.dumps({"test_id": test_id, "scenario_id": "q000", "model": "strong",
-                           "epoch": 2}))
-    assert ok(api, "tests", "invocation", "drafts", "--body",
-              json.dumps({"test_id": test_id}))["drafts"][0]["draft_id"] == draft["draft_id"]
-    created = ok(api, "tests", "invocation", "create", "--body",
-                 json.dumps({"draft_id": draft["draft_id"]}))
+    draft = ok(
+        api,
+        "tests",
+        "invocation",
+        "draft",
+        "--body",
+        json.dumps({"test_id": test_id, "scenario_id": "q000", "model": "strong", "epoch": 2}),
+    )
+    assert (
+        ok(api, "tests", "invocation", "drafts", "--body", json.dumps({"test_id": test_id}))[
+            "drafts"
+        ][0]["draft_id"]
+        == draft["draft_id"]
+    )
+    created = ok(
+        api, "tests", "invocation", "create", "--body", json.dumps({"draft_id": draft["draft_id"]})
+    )
     assert created["status"] == "queued" and created["epoch"] == 2
-    term = ok(api, "tests", "invocation", "terminate", "--body",
-              json.dumps({"invocation_id": created["invocation_id"]}))
+    term = ok(
+        api,
+        "tests",
+        "invocation",
+        "terminate",
+        "--body",
+        json.dumps({"invocation_id": created["invocation_id"]}),
+    )
     assert term["status"] == "terminated"
     assert ok(api, "tests", "results", "--body", json.dumps({"test_id": test_id}))["rows"]
 
     # Errors: the server's message, non-zero exit.
-    refused = glow(api, "tests", "invocation", "terminate", "--body",
-                   json.dumps({"invocation_id": created["invocation_id"]}))
+    refused = glow(
+        api,
+        "tests",
+        "invocation",
+        "terminate",
+        "--body",
+        json.dumps({"invocation_id": created["invocation_id"]}),
+    )
     assert refused.returncode == 1 and "409" in refused.stderr and "terminated" in refused.stderr
     missing = glow(api, "tests", "invocation", "get", "--body", "{}")
     assert missing.returncode == 1 and "invocation_id" in missing.stderr
@@ -93,8 +140,9 @@ glow tests invocation run --body '{{"invocation_id": "{inv_id}"}}'
 glow tests invocations --body '{{"test_id": "{test_id}"}}'
 """
     env = {**api.env, "PATH": f"{os.path.dirname(sys.executable)}:{api.env['PATH']}"}
-    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     outputs = [json.loads(line) for line in done.stdout.splitlines()]
     assert outputs[0]["invocation_id"] == inv_id and outputs[1]["status"] == "running"
@@ -102,7 +150,10 @@ glow tests invocations --body '{{"test_id": "{test_id}"}}'
     api.wait_status(inv_id, {"completed", "failed"})
     trace = subprocess.run(
         ["bash", "-c", f"""glow tests invocation trace --body '{{"invocation_id": "{inv_id}"}}'"""],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert trace.returncode == 0, trace.stderr
     assert json.loads(trace.stdout)["run"]["trace"]
@@ -124,8 +175,14 @@ def test_client_imports_no_prefect_litellm_or_sqlalchemy(api: Api) -> None:
         "{'prefect', 'litellm', 'sqlalchemy', 'fastapi', 'glow.store'})\n"
         "print(heavy, file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=api.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=api.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(done.stdout)["tests"] is not None
     assert done.stderr.strip().endswith("[]"), done.stderr
 

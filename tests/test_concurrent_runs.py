@@ -22,15 +22,22 @@ pytestmark = pytest.mark.usefixtures("prefect_server", "simulator")
 def _glow_run(path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "glow.cli", "run", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
 
 
 def test_two_tests_on_one_sqlite_and_one_on_postgres(
     tmp_path: Path, prefect_server: str, simulator: Any
 ) -> None:
-    base_env = {**os.environ, "PREFECT_API_URL": prefect_server,
-                "GLOW_RESULTS_DIR": str(tmp_path / "results")}
+    base_env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "GLOW_RESULTS_DIR": str(tmp_path / "results"),
+    }
     sqlite_env = {**base_env, "GLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}"}
     runs: list[tuple[subprocess.Popen[str], str]] = []
     for name in ("a", "b"):
@@ -43,8 +50,10 @@ def test_two_tests_on_one_sqlite_and_one_on_postgres(
         pg_db = f"glow_test_{uuid.uuid4().hex[:12]}"
         with create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{pg_db}"'))
-        pg_env = {**base_env,
-                  "GLOW_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_db}"}
+        pg_env = {
+            **base_env,
+            "GLOW_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_db}",
+        }
         folder = tmp_path / "pg"
         folder.mkdir()
         runs.append((_glow_run(write_test(folder, concurrency=8), pg_env), "postgres"))

@@ -40,32 +40,50 @@ def test_cancel_a_served_run_leaves_nothing_unfinished(
     from glow.store import Store
 
     db = f"sqlite:///{tmp_path / 'glow.db'}"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "GLOW_SIM_API_KEY": FAKE_KEY,
-           "GLOW_DATABASE_URL": db, "GLOW_RESULTS_DIR": str(tmp_path / "results"),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "GLOW_SIM_API_KEY": FAKE_KEY,
+        "GLOW_DATABASE_URL": db,
+        "GLOW_RESULTS_DIR": str(tmp_path / "results"),
+        "PYTHONPATH": str(ROOT),
+    }
     monkeypatch.setenv("GLOW_DATABASE_URL", db)
     monkeypatch.setenv("GLOW_RESULTS_DIR", str(tmp_path / "results"))
     get_settings.cache_clear()
 
-    scenarios = [{"id": f"s{i:02d}", "input": f"say {i}", "reference": f"say {i}"}
-                 for i in range(40)]
+    scenarios = [
+        {"id": f"s{i:02d}", "input": f"say {i}", "reference": f"say {i}"} for i in range(40)
+    ]
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenarios))
     spec = {
         "name": "served-cancel",
         "scenarios": str(tmp_path / "s.yaml"),
-        "models": [{"name": "sim-slow", "model": "openai/sim-slow",
-                    "api_base": slow_simulator.url, "api_key_env": "GLOW_SIM_API_KEY",
-                    "prices": {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7}}],
+        "models": [
+            {
+                "name": "sim-slow",
+                "model": "openai/sim-slow",
+                "api_base": slow_simulator.url,
+                "api_key_env": "GLOW_SIM_API_KEY",
+                "prices": {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7},
+            }
+        ],
         "rubric": "exact_answer",
         "concurrency": 2,
     }
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(spec))
 
     server = subprocess.Popen(
-        [sys.executable, "deployments/serve.py"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "deployments/serve.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
+
         def deployed() -> bool:
             with get_client(sync_client=True) as client:
                 try:
@@ -100,8 +118,11 @@ def test_cancel_a_served_run_leaves_nothing_unfinished(
         for inv in store.list_invocations(test_id, status="completed"):
             assert inv.score is not None
         with get_client(sync_client=True) as client:
-            wait_for(lambda: client.read_flow_run(flow_run.id).state.is_cancelled(), 45,
-                  "the flow run to be Cancelled")
+            wait_for(
+                lambda: client.read_flow_run(flow_run.id).state.is_cancelled(),
+                45,
+                "the flow run to be Cancelled",
+            )
         folder = tmp_path / "results" / test_id
         wait_for(lambda: (folder / "invocations.parquet").exists(), 30, "the parquet files")
         invocations = pd.read_parquet(folder / "invocations.parquet")

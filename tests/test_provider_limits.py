@@ -34,11 +34,16 @@ def _spec(folder: Path, sim: Any) -> Path:
     spec = {
         "name": f"shared-{folder.name}",
         "scenarios": str(folder / "s.yaml"),
-        "models": [{
-            "name": "sim-shared", "model": "openai/sim-shared", "api_base": sim.url,
-            "api_key_env": "GLOW_SIM_API_KEY", "max_in_flight": 4,
-            "prices": {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7},
-        }],
+        "models": [
+            {
+                "name": "sim-shared",
+                "model": "openai/sim-shared",
+                "api_base": sim.url,
+                "api_key_env": "GLOW_SIM_API_KEY",
+                "max_in_flight": 4,
+                "prices": {"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7},
+            }
+        ],
         "rubric": "exact_answer",
         "concurrency": 4,
         "provider_limits": {"openai": 2},
@@ -51,13 +56,21 @@ def _spec(folder: Path, sim: Any) -> Path:
 def test_two_tests_share_one_provider_limit(
     tmp_path: Path, prefect_server: str, slow_simulator: Any
 ) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "GLOW_SIM_API_KEY": FAKE_KEY,
-           "GLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'glow.db'}",
-           "GLOW_RESULTS_DIR": str(tmp_path / "results")}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "GLOW_SIM_API_KEY": FAKE_KEY,
+        "GLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'glow.db'}",
+        "GLOW_RESULTS_DIR": str(tmp_path / "results"),
+    }
     runs = [
         subprocess.Popen(
             [sys.executable, "-m", "glow.cli", "run", str(_spec(tmp_path / name, slow_simulator))],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
         )
         for name in ("a", "b")
     ]

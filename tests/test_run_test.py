@@ -193,7 +193,7 @@ def test_regrade_keeps_earlier_scores(glow_env: Path, simulator: Any) -> None:
     assert total_requests(sim_stats(simulator)) == before  # exact_answer has no judge
     rows = store.scores_for(inv.invocation_id)
     assert rows[: len(old)] == old
-    assert {r.rubric for r in rows[len(old):]} == {"exact_answer"}
+    assert {r.rubric for r in rows[len(old) :]} == {"exact_answer"}
     assert store.get_invocation(inv.invocation_id).rubric.startswith("exact_answer@")
 
 
@@ -218,9 +218,7 @@ def test_readme_pandas_example_runs(
     assert "sim-strong" in out and "mean_score" in out and "judge" in out
 
 
-def test_quickstart_command_end_to_end(
-    glow_env: Path, prefect_server: str, simulator: Any
-) -> None:
+def test_quickstart_command_end_to_end(glow_env: Path, prefect_server: str, simulator: Any) -> None:
     """`glow run data/tests/quickstart.yaml` as a user runs it, then `--resume` calls nothing."""
     import os
     import re
@@ -229,8 +227,7 @@ def test_quickstart_command_end_to_end(
 
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "COLUMNS": "200"}
     command = [sys.executable, "-m", "glow.cli", "run", "data/tests/quickstart.yaml"]
-    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
-                           timeout=180)
+    first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
     assert "Traceback" not in output and "ERROR" not in output
@@ -238,14 +235,23 @@ def test_quickstart_command_end_to_end(
     test_id = re.search(r"test_id:\s+(\S+)", output).group(1)
     results = glow_env / "results" / test_id
     assert {p.name for p in results.glob("*.parquet")} == {
-        "invocations.parquet", "generations.parquet", "aggregated.parquet"}
+        "invocations.parquet",
+        "generations.parquet",
+        "aggregated.parquet",
+    }
     agg = pd.read_parquet(results / "aggregated.parquet")
     overall = agg[agg["category"] == "*"].set_index("model")["mean_score"]
     assert overall["sim-strong"] > overall["sim-fast"]
 
     calls = total_requests(sim_stats(simulator))
-    again = subprocess.run([*command, "--resume", test_id], capture_output=True, text=True,
-                           env=env, cwd=ROOT, timeout=180)
+    again = subprocess.run(
+        [*command, "--resume", test_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert total_requests(sim_stats(simulator)) == calls
     pd.testing.assert_frame_equal(agg, pd.read_parquet(results / "aggregated.parquet"))
@@ -293,8 +299,14 @@ def test_invocation_deadline_ends_hung_calls(glow_env: Path, simulator: Any) -> 
     from flows.run_test import run_test_sync as run_test
 
     spec = yaml.safe_load((ROOT / "data/tests/quickstart.yaml").read_text())
-    path = write_test(glow_env, models=[spec["models"][1]], timeout_s=1, max_retries=10,
-                      deadline_s=3, concurrency=8)
+    path = write_test(
+        glow_env,
+        models=[spec["models"][1]],
+        timeout_s=1,
+        max_retries=10,
+        deadline_s=3,
+        concurrency=8,
+    )
     simulator.set_faults({"sim-fast": {"fail_first": 1000, "fail_kind": "hang", "hang_s": 30}})
     try:
         started = time.monotonic()

@@ -99,9 +99,15 @@ def test_duplicate_scenario_ids(tmp_path: Path) -> None:
 def test_missing_image_file(tmp_path: Path) -> None:
     scenario = {
         "id": "v1",
-        "input": [{"role": "user", "content": [
-            {"type": "text", "text": "colour?"}, {"type": "image", "image": "data/images/no.png"}
-        ]}],
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "colour?"},
+                    {"type": "image", "image": "data/images/no.png"},
+                ],
+            }
+        ],
     }
     message = error_of(write(tmp_path, base(), [scenario]))
     assert "scenario 'v1'" in message and "data/images/no.png" in message
@@ -109,8 +115,14 @@ def test_missing_image_file(tmp_path: Path) -> None:
 
 def test_rubric_errors_name_the_standard(tmp_path: Path) -> None:
     rubric = tmp_path / "r.yaml"
-    rubric.write_text(yaml.safe_dump({"name": "r", "standards": [
-        {"name": "re", "kind": "regex", "params": {"pattern": "("}}]}))
+    rubric.write_text(
+        yaml.safe_dump(
+            {
+                "name": "r",
+                "standards": [{"name": "re", "kind": "regex", "params": {"pattern": "("}}],
+            }
+        )
+    )
     message = error_of(write(tmp_path, base(rubric=str(rubric))))
     assert "standards[0].params.pattern" in message and "invalid regex" in message
     rubric.write_text(yaml.safe_dump({"name": "r", "standards": [{"name": "x", "kind": "nope"}]}))
@@ -124,7 +136,11 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "GLOW_DATABASE_URL": f"sqlite:///{db}", "GLOW_DATA_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "glow.cli", "run", str(path)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "models[0].nmae: unknown field" in proc.stderr

@@ -63,8 +63,14 @@ def _test(store: Store, n: int = 5) -> tuple[str, list[Invocation]]:
     record = TestRecord(test_id=str(uuid.uuid4()), name="t", spec=spec, rubric=rubric)
     store.create_test(record)
     invs = [
-        Invocation(invocation_id=str(uuid.uuid4()), test_id=record.test_id, scenario_id=f"s{i}",
-                   model="m", agent="direct", provider="openai")
+        Invocation(
+            invocation_id=str(uuid.uuid4()),
+            test_id=record.test_id,
+            scenario_id=f"s{i}",
+            model="m",
+            agent="direct",
+            provider="openai",
+        )
         for i in range(n)
     ]
     assert store.ensure_invocations(invs) == n
@@ -79,10 +85,18 @@ def test_lifecycle_and_guarded_transitions(any_store: Store) -> None:
     with pytest.raises(TransitionError, match="is running"):
         any_store.start_run(inv_id)  # a running invocation cannot be started twice
     run.status, run.output, run.finished_at = Status.completed, "4", utcnow()
-    gen = Generation(test_id=test_id, invocation_id=inv_id, run_id=run.run_id, model="m",
-                     litellm_model="openai/x", provider="openai", cost_usd=None)
-    any_store.finish_run(run, invocation={"status": Status.completed, "output": "4"},
-                         generations=[gen], scores=[])
+    gen = Generation(
+        test_id=test_id,
+        invocation_id=inv_id,
+        run_id=run.run_id,
+        model="m",
+        litellm_model="openai/x",
+        provider="openai",
+        cost_usd=None,
+    )
+    any_store.finish_run(
+        run, invocation={"status": Status.completed, "output": "4"}, generations=[gen], scores=[]
+    )
     stored = any_store.get_invocation(inv_id)
     assert stored.status is Status.completed and stored.runs[0].output == "4"
     assert any_store.count_generations(test_id) == 1
@@ -145,8 +159,9 @@ def test_concurrent_writers_never_lock(any_store: Store) -> None:
             run = any_store.start_run(inv.invocation_id)
             run.status = Status.completed
             any_store.save_trace(run)
-            any_store.finish_run(run, invocation={"status": Status.completed},
-                                 generations=[], scores=[])
+            any_store.finish_run(
+                run, invocation={"status": Status.completed}, generations=[], scores=[]
+            )
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 

@@ -159,9 +159,7 @@ class Store:
         record.updated_at = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
-                update(t.tests)
-                .where(t.tests.c.test_id == test_id)
-                .values(_row(record, t.tests))
+                update(t.tests).where(t.tests.c.test_id == test_id).values(_row(record, t.tests))
             )
 
     def list_tests(self, limit: int = 100) -> list[TestRecord]:
@@ -509,9 +507,7 @@ class Store:
             row = conn.execute(
                 select(
                     inv_c.status, inv_c.attempts, inv_c.lease_expires_at, inv_c.lease_owner
-                ).where(
-                    inv_c.invocation_id == invocation_id
-                )
+                ).where(inv_c.invocation_id == invocation_id)
             ).first()
             if row is None:
                 raise NotFound(f"invocation {invocation_id!r} not found")
@@ -581,9 +577,7 @@ class Store:
         inv_c = t.invocations.c
         with self.engine.begin() as conn:
             current = conn.execute(
-                select(inv_c.status, inv_c.attempts).where(
-                    inv_c.invocation_id == run.invocation_id
-                )
+                select(inv_c.status, inv_c.attempts).where(inv_c.invocation_id == run.invocation_id)
             ).first()
             if current is None:
                 raise NotFound(f"invocation {run.invocation_id!r} not found")
