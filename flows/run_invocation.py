@@ -57,13 +57,7 @@ async def run_invocation_flow(invocation_id: str, run_id: str | None = None) -> 
     store = Store.from_settings()
     inv = await asyncio.to_thread(store.get_invocation, invocation_id, runs=False)
     ctx = await asyncio.to_thread(fresh_context, inv.test_id, store)
-    cell = Cell(
-        test_id=inv.test_id,
-        scenario_id=inv.scenario_id,
-        model=inv.model,
-        agent=inv.agent,
-        epoch=inv.epoch,
-    )
+    cell = Cell.of(inv)
     state = await run_invocation(cell, run_id=run_id, return_state=True)
     built = await asyncio.to_thread(rebuild_results, ctx.store, inv.test_id)
     await publish(built)

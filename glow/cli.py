@@ -139,9 +139,9 @@ def _run_flow(path: Path, resume: str | None) -> None:
 
     _quiet_prefect()
     log_path = get_settings().data_dir / "prefect-server.log"
-    if not os.environ.get("PREFECT_API_URL"):
-        console.print(f"[dim]starting an embedded Prefect server (~15 s; log: {log_path})[/]")
     embedded = not os.environ.get("PREFECT_API_URL")
+    if embedded:
+        console.print(f"[dim]starting an embedded Prefect server (~15 s; log: {log_path})[/]")
     with embedded_prefect(log_path) as api_url:
         result = _run_flow_on_prefect(path, resume)
         if embedded and api_url and result.get("flow_run_id"):

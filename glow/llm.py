@@ -212,14 +212,16 @@ def prepare_pricing(lib: Any, model: str) -> bool:
     return known
 
 
-def _price(spec: ModelSpec, response: Any, input_tokens: int, output_tokens: int) -> float | None:
+def _price(
+    spec: ModelSpec, response: Any, input_tokens: int, output_tokens: int, *, known: bool
+) -> float | None:
     """Spec prices win; else litellm's bundled map; unknown stays None (never 0)."""
     if spec.prices is not None:
         return (
             input_tokens * spec.prices.input_cost_per_token
             + output_tokens * spec.prices.output_cost_per_token
         )
-    if not prepare_pricing(litellm(), spec.model):
+    if not known:
         return None  # litellm answers 0 from the placeholder; the truth is "unknown"
     hidden = getattr(response, "_hidden_params", None) or {}
     cost = hidden.get("response_cost")
@@ -251,7 +253,7 @@ async def acall_model(
     """
     options = options or CallOptions()
     lib = litellm()
-    prepare_pricing(lib, spec.model)
+    priced = prepare_pricing(lib, spec.model)
     key = await resolve_key(spec)
     params = dict(spec.params)
     request_record: dict[str, Any] = {"model": spec.model, "messages": messages, "params": params}
@@ -292,7 +294,7 @@ async def acall_model(
             usage = getattr(response, "usage", None)
             input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
             output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-            cost = _price(spec, response, input_tokens, output_tokens)
+            cost = _price(spec, response, input_tokens, output_tokens, known=priced)
             if hasattr(options.slot, "succeeded"):
                 options.slot.succeeded()
             if options.budget is not None:

@@ -252,6 +252,17 @@ class Cell(BaseModel):
     def invocation_id(self) -> str:
         return invocation_id_for(self.test_id, self.scenario_id, self.model, self.agent, self.epoch)
 
+    @classmethod
+    def of(cls, invocation: Invocation) -> Cell:
+        """The cell a stored invocation belongs to."""
+        return cls(
+            test_id=invocation.test_id,
+            scenario_id=invocation.scenario_id,
+            model=invocation.model,
+            agent=invocation.agent,
+            epoch=invocation.epoch,
+        )
+
     @property
     def label(self) -> str:
         return slugify(f"{self.scenario_id}-{self.model}-{self.agent}-e{self.epoch}")

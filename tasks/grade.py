@@ -7,10 +7,8 @@ Used by `run-invocation` right after the model answers, and by `glow regrade` on
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +25,8 @@ from glow.models import (
     known_sum,
 )
 from glow.store import Store
+from glow.threads import GRADING, run_in
 from rubrics import GradingContext, applies_to, current_standard, grade, load_rubric
-
-# Judged rubrics grade in a thread that blocks on the judge call it hands back to the loop. That
-# call needs the loop's default executor (litellm's acompletion builds its request there), so
-# grading must never occupy that executor itself, or a few judged cells at once deadlock it.
-_GRADING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="glow-grade")
 
 
 @dataclass
@@ -114,8 +108,8 @@ async def grade_run(
         s.kind == "llm_judge" and applies_to(s, scenario.category) for s in rubric.standards
     )
     if judged:
-        context = contextvars.copy_context()  # as asyncio.to_thread does
-        result = await loop.run_in_executor(_GRADING_THREADS, context.run, grade, rubric, ctx)
+        # grading blocks on the judge call it hands back to this loop: never on litellm's executor
+        result = await run_in(GRADING, grade, rubric, ctx)
     else:
         result = grade(rubric, ctx)
     scores = result.standard_scores(

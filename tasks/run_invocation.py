@@ -16,12 +16,9 @@ event loop: a thread per in-flight call would cost more CPU than the calls thems
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,21 +49,11 @@ from glow.models import (
 from glow.planning import invocation_for
 from glow.spec import LoadedTest, import_object, resolve_test
 from glow.store import RUNNABLE, Store
+from glow.threads import STORE, run_in
 from glow.trace import scenario_messages, tool_schema, trace_markdown
 from tasks.grade import grade_run
 
 LEASE_S = 60.0  # renewed every few seconds by glow.cancel's watcher while the cell runs
-
-# Store calls block (SQLite takes one writer at a time). On asyncio's default executor (6
-# threads on 2 cores) they queued in front of litellm, which runs each call's sync half there
-# too, and so held up model calls; they get threads of their own.
-_STORE_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="glow-store")
-
-
-async def in_store_thread(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-    """`asyncio.to_thread` on the store's own threads."""
-    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_STORE_THREADS, call)
 
 
 @dataclass
@@ -199,19 +186,14 @@ async def execute_invocation(
     run id or a 409 at once); without it a new run is opened here.
     """
     if isinstance(cell, str):
-        stored = await in_store_thread(ctx.store.get_invocation, cell, runs=False)
-        cell = Cell(
-            test_id=stored.test_id,
-            scenario_id=stored.scenario_id,
-            model=stored.model,
-            agent=stored.agent,
-            epoch=stored.epoch,
-        )
+        stored = await run_in(STORE, ctx.store.get_invocation, cell, runs=False)
+        cell = Cell.of(stored)
     inv = invocation_for(cell, ctx.loaded)
     scenario = ctx.scenarios[cell.scenario_id]
     model, agent, spec = ctx.models[cell.model], ctx.agents[cell.agent], ctx.loaded.spec
     if run is None:
-        run = await in_store_thread(
+        run = await run_in(
+            STORE,
             ctx.store.start_run,
             inv.invocation_id,
             allowed=allowed,
@@ -287,14 +269,14 @@ async def execute_invocation(
     run.finished_at = values["finished_at"]
     run.output = output
     run.error_type, run.error_message = error if error else (None, None)
-    final = await in_store_thread(
-        ctx.store.finish_run, run, invocation=values, generations=generations, scores=scores
+    final = await run_in(
+        STORE, ctx.store.finish_run, run, invocation=values, generations=generations, scores=scores
     )
     inv = inv.model_copy(
         update={**values, "status": final, "attempts": run.number, "started_at": run.started_at}
     )
     if final is not values["status"]:  # terminated meanwhile: the late result was discarded
-        inv = await in_store_thread(ctx.store.get_invocation, inv.invocation_id, runs=False)
+        inv = await run_in(STORE, ctx.store.get_invocation, inv.invocation_id, runs=False)
     if test_cancelled:
         raise asyncio.CancelledError  # the caller is being cancelled; the store already knows
     return inv, run
@@ -313,7 +295,7 @@ async def run_invocation(cell: Cell, run_id: str | None = None) -> Any:
     names a run the API already opened (`invocation_run`), which this task then carries out.
     """
     ctx = context_for(cell.test_id)
-    run = await in_store_thread(ctx.store.get_run, run_id) if run_id else None
+    run = await run_in(STORE, ctx.store.get_run, run_id) if run_id else None
     inv, run = await execute_invocation(ctx, cell, run=run)
     task_ctx = TaskRunContext.get()
     publisher = ctx.publisher or ArtifactPublisher()
