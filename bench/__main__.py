@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-inspect", action="store_true")
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument(
+        "--skip-floor", action="store_true", help="skip Prefect's floor (task run + artifact only)"
+    )
+    parser.add_argument(
         "--profile",
         choices=["raw", "svg", "speedscope"],
         help="record Glow's flow process with py-spy (kept in the temp dir)",
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 agent=agent,
                 skip_inspect=args.skip_inspect,
                 skip_bare=args.skip_bare,
+                skip_floor=args.skip_floor,
                 profile=args.profile,
                 keep=args.keep,
             )

@@ -102,9 +102,16 @@ def main() -> None:
 
     imported = time.perf_counter() - t0
     scenarios = read_scenarios(args.scenarios)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     scores = asyncio.run(run(scenarios, args.url, args.concurrency, args.max_turns))
-    emit({"run_wall_s": time.perf_counter() - started, "import_s": imported, "scores": scores})
+    emit(
+        {
+            "run_wall_s": time.perf_counter() - started,
+            "run_cpu_s": time.process_time() - cpu,
+            "import_s": imported,
+            "scores": scores,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ def main() -> None:
 
     litellm()
     imported = time.perf_counter() - t0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = run_test(path=args.test)
-    run_wall = time.perf_counter() - started
+    run_wall, run_cpu = time.perf_counter() - started, time.process_time() - cpu
     store = Store.from_settings()
     scores: dict[str, int] = {}
     for inv in store.list_invocations(result["test_id"]):
@@ -36,6 +36,7 @@ def main() -> None:
     emit(
         {
             "run_wall_s": run_wall,
+            "run_cpu_s": run_cpu,
             "import_s": imported,
             "test_id": result["test_id"],
             "flow_run_id": result.get("flow_run_id"),

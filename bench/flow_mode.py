@@ -1,6 +1,7 @@
 """Mode `flow`: the same workload through (a) Glow's flow, (b) a bare litellm loop, (c) Inspect.
 
-Order: bare, Inspect, then Glow last, because after Glow's run the Prefect server keeps working
+Order: bare, Inspect, Prefect's floor (a task run + keyed artifact per cell, nothing else), then
+Glow last, because after Glow's run the Prefect server keeps working
 off its event backlog for a while, which would steal CPU from a runner started after it.
 """
 
@@ -68,6 +69,7 @@ def run(
     agent: bool,
     skip_inspect: bool,
     skip_bare: bool = False,
+    skip_floor: bool = False,
     profile: str | None = None,
     keep: bool = False,
 ) -> list[ChildRun]:
@@ -134,33 +136,26 @@ def run(
                 )
                 extra["inspect_max_in_flight"] = _max_in_flight(sim_url)
                 _print_done(runs[-1])
-            print("starting a Prefect server (not timed)...", flush=True)
-            t0 = time.perf_counter()
-            with servers.prefect_server(tmp) as (prefect_url, server):
-                print(f"Prefect server up in {time.perf_counter() - t0:.1f}s at {prefect_url}")
-                _reset_stats(sim_url)
-                wrap = _profiler(profile, tmp) if profile else None
-                server_cpu = servers.cpu_seconds(server)
-                server_spy = _profile_server(server, tmp) if profile == "raw" else None
-                runs.append(
-                    run_child(
-                        "glow",
-                        python("bench.child_glow", "--test", str(wl.test)),
-                        env=child_env(tmp, prefect_url),
-                        log_dir=tmp / "logs",
-                        timeout_s=timeout,
-                        wrap=wrap,
+            if not skip_floor:
+                for name, flags in (("floor", []), ("floor-artifacts", ["--artifacts-only"])):
+                    argv = ["--cells", str(cells), "--concurrency", str(concurrency), *flags]
+                    floor, figures = _with_prefect(
+                        name, python("bench.child_floor", *argv), tmp=tmp, timeout_s=timeout
                     )
-                )
-                after = servers.cpu_seconds(server)
-                if server_spy is not None:
-                    server_spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                    server_spy.wait(60)
-                if server_cpu is not None and after is not None:
-                    extra["prefect_server_cpu_s"] = round(after - server_cpu, 2)
-                extra.update(_prefect_catch_up(runs[-1], prefect_url, server, server_cpu))
-                extra["glow_max_in_flight"] = _max_in_flight(sim_url)
-                _print_done(runs[-1])
+                    runs.append(floor)
+                    prefix = name.replace("-", "_")
+                    extra.update({f"{prefix}_{k}": v for k, v in figures.items()})
+            _reset_stats(sim_url)
+            glow, figures = _with_prefect(
+                "glow",
+                python("bench.child_glow", "--test", str(wl.test)),
+                tmp=tmp,
+                timeout_s=timeout,
+                profile=profile,
+            )
+            runs.append(glow)
+            extra.update(figures)
+            extra["glow_max_in_flight"] = _max_in_flight(sim_url)
         summarise(
             runs,
             cells=cells,
@@ -179,6 +174,40 @@ def run(
         else:
             print(f"kept {tmp}")
     return runs
+
+
+def _with_prefect(
+    name: str, argv: list[str], *, tmp: Path, timeout_s: float, profile: str | None = None
+) -> tuple[ChildRun, dict[str, Any]]:
+    """Run a child against a Prefect server of its own (fresh database, started untimed) and
+    charge it the server's CPU over its run and the server's catch-up after it."""
+    print(f"starting a Prefect server for {name} (not timed)...", flush=True)
+    t0 = time.perf_counter()
+    directory = tmp / f"prefect-{name}"
+    directory.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {}
+    with servers.prefect_server(directory) as (prefect_url, server):
+        print(f"Prefect server up in {time.perf_counter() - t0:.1f}s at {prefect_url}")
+        wrap = _profiler(profile, tmp) if profile else None
+        server_cpu = servers.cpu_seconds(server)
+        server_spy = _profile_server(server, tmp) if profile == "raw" else None
+        run = run_child(
+            name,
+            argv,
+            env=child_env(tmp, prefect_url),
+            log_dir=tmp / "logs",
+            timeout_s=timeout_s,
+            wrap=wrap,
+        )
+        after = servers.cpu_seconds(server)
+        if server_spy is not None:
+            server_spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            server_spy.wait(60)
+        if server_cpu is not None and after is not None:
+            figures["prefect_server_cpu_s"] = round(after - server_cpu, 2)
+        figures.update(_prefect_catch_up(run, prefect_url, server, server_cpu))
+        _print_done(run)
+    return run, figures
 
 
 def _prefect_catch_up(
@@ -241,6 +270,55 @@ def _print_done(r: ChildRun) -> None:
         print("    " + "\n    ".join(r.log.read_text(errors="replace").splitlines()[-15:]))
 
 
+def _print_floor(
+    floor: ChildRun,
+    artifacts: ChildRun | None,
+    bare: ChildRun,
+    *,
+    cells: int,
+    extra: dict[str, Any],
+) -> None:
+    """Prefect's own cost of a task run + keyed artifact per cell, against the bare loop: the
+    lowest a/b a runner keeping those records could reach here (issue 5's 1.3x target)."""
+    cores = os.cpu_count() or 1
+    bare_run = bare.run_wall_s or bare.wall_s
+    floor_run = floor.run_wall_s or floor.wall_s
+    flow_ms = float(floor.report.get("run_cpu_s", floor.cpu_s)) / cells * 1000
+    server_s = extra.get("floor_prefect_server_cpu_total_s") or extra.get(
+        "floor_prefect_server_cpu_s", 0.0
+    )
+    server_ms = server_s / cells * 1000
+    bare_ms = float(bare.report.get("run_cpu_s", bare.cpu_s)) / cells * 1000
+    budget_ms = cores * 1.3 * bare_run / cells * 1000
+    # Wall can't beat total CPU spread over every core, nor the one-process server's own CPU.
+    lowest = max((bare_ms + flow_ms + server_ms) / cores, server_ms) * cells / 1000 / bare_run
+    extra.update(
+        floor_cpu_flow_ms=round(flow_ms, 2),
+        floor_cpu_server_ms=round(server_ms, 2),
+        bare_cpu_ms=round(bare_ms, 2),
+        cpu_budget_at_1_3_ms=round(budget_ms, 2),
+        lowest_reachable_a_b=round(lowest, 2),
+    )
+    print(
+        f"Prefect's floor (no-op task run + keyed trace artifact per cell, no model, no Glow): "
+        f"run {floor_run:.1f}s = {floor_run / bare_run:.2f}x the bare loop; CPU {flow_ms:.1f} ms"
+        f"/cell in its process + {server_ms:.1f} ms/cell in the Prefect server"
+    )
+    print(
+        f"CPU budget at a/b = 1.3 on {cores} cores: {budget_ms:.1f} ms/cell for everything; "
+        f"the bare loop's calls take {bare_ms:.1f}, Prefect's floor {flow_ms + server_ms:.1f}: "
+        f"lowest a/b reachable with a task run + artifact per cell ~ {lowest:.2f}"
+    )
+    if artifacts is not None and artifacts.ok:
+        run_s = artifacts.run_wall_s or artifacts.wall_s
+        server = extra.get("floor_artifacts_prefect_server_cpu_s") or 0.0
+        print(
+            f"keyed trace artifacts alone (no task runs): run {run_s:.1f}s = "
+            f"{run_s / bare_run:.2f}x the bare loop; {server / cells * 1000:.1f} ms/cell of "
+            "Prefect server CPU"
+        )
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return report.fmt(report.ratio(a, b), ".2f")
 
@@ -286,7 +364,10 @@ def summarise(
         )
     elif skip_inspect:
         print("Inspect AI skipped (--skip-inspect)")
-    same, verdict = report.compare_scores(runs)
+    floor = by.get("floor")
+    if floor and bare and floor.ok:
+        _print_floor(floor, by.get("floor-artifacts"), bare, cells=cells, extra=extra)
+    same, verdict = report.compare_scores([r for r in runs if not r.name.startswith("floor")])
     print(("OK: " if same else "MISMATCH: ") + verdict)
     for key in ("bare_max_in_flight", "inspect_max_in_flight", "glow_max_in_flight"):
         if key in extra:

@@ -30,12 +30,12 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def print_table(runs: list[ChildRun]) -> None:
     """Wall (process and in-process run), CPU, peak RSS of every runner."""
     print(
-        f"{'runner':<10} {'wall s':>8} {'run s':>8} {'CPU s':>8} {'user':>7} {'sys':>7}"
+        f"{'runner':<16} {'wall s':>8} {'run s':>8} {'CPU s':>8} {'user':>7} {'sys':>7}"
         f" {'RSS MB':>8} {'rc':>3}"
     )
     for r in runs:
         print(
-            f"{r.name:<10} {r.wall_s:8.2f} {fmt(r.run_wall_s, '.2f'):>8} {r.cpu_s:8.2f}"
+            f"{r.name:<16} {r.wall_s:8.2f} {fmt(r.run_wall_s, '.2f'):>8} {r.cpu_s:8.2f}"
             f" {r.cpu_user_s:7.2f} {r.cpu_sys_s:7.2f} {r.max_rss_mb:8.0f} {r.returncode:>3}"
         )
 
