@@ -171,8 +171,8 @@ def _wait_for_prefect(api_url: str, flow_run_id: str, expected: int) -> None:
         )
     if count < expected:
         console.print(
-            f"[yellow]Prefect recorded {count} of {expected} task runs before the "
-            "embedded server stopped; the store and parquet files are complete.[/]"
+            f"[yellow]Prefect recorded {count} of {expected} task runs (its server fell behind "
+            "and dropped the rest; see its log). The store and parquet files are complete.[/]"
         )
 
 

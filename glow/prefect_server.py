@@ -20,14 +20,20 @@ import httpx
 
 # Prefect records each task-run event with an insert of its own by default (batch size 1): on
 # two cores its server then falls tens of seconds behind a 1,000-cell test and costs more CPU
-# than the test itself. Batching the recorder and the event persister cut the server's CPU per
-# cell by more than half in bench/ (PROFILE.md); the UI lags by at most the flush interval.
-# Use the same settings for a `prefect server start` dedicated to Glow (README).
+# than the test itself. Batching the recorder cut the server's CPU per cell by more than half in
+# bench/ (PROFILE.md); the UI lags by at most the flush interval.
+# The event persister (the UI's event feed) and triggers (automations) are off: each consumer of
+# Prefect's in-memory message bus holds at most 10,000 events and drops the rest for good. On two
+# cores the persister falls that far behind after a few thousand cells, and the load it adds
+# made the task-run recorder fall behind too: a 10,000-cell run lost ~1,000 task runs from the
+# UI (PROFILE.md). Without them the server keeps up and spends ~20% less CPU. This server lives only while `glow run` or
+# `glow serve` does, so there are no automations to miss. The user's environment wins; README
+# gives the settings for a `prefect server start` of your own.
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
 }
 
 
@@ -113,22 +119,28 @@ def wait_for_task_runs(
     expected: int,
     timeout_s: float = 300.0,
     on_progress: Callable[[int, int], None] | None = None,
+    stalled_s: float = 30.0,
 ) -> int:
     """Wait until the server has recorded `expected` task runs of the flow run; return the count.
 
     Prefect records task runs from their state events in the background, behind a busy flow
     (roughly 20-60 task runs/s on two cores). An embedded server stopped before it caught up
-    would leave the cells missing from the UI for good, so `glow run` waits here first.
+    would leave the cells missing from the UI for good, so `glow run` waits here first. A count
+    that has not moved for `stalled_s` will not move again (the server dropped those events),
+    so the wait ends there rather than at `timeout_s`.
     """
     deadline = time.monotonic() + timeout_s
-    count = -1
+    count, moved_at = -1, time.monotonic()
     while True:
         try:
-            count = recorded_task_runs(api_url, flow_run_id)
+            latest = recorded_task_runs(api_url, flow_run_id)
+            if latest != count:
+                count, moved_at = latest, time.monotonic()
         except httpx.HTTPError:
             pass
         if on_progress is not None and count >= 0:
             on_progress(count, expected)
-        if count >= expected or time.monotonic() > deadline:
+        now = time.monotonic()
+        if count >= expected or now > deadline or now - moved_at > stalled_s:
             return count
         time.sleep(0.5)

@@ -54,3 +54,33 @@ def test_glow_run_on_the_embedded_server_records_every_task_run(
     assert len(names) == cells + 1, f"{len(names)} task runs recorded for {cells} cells"
     assert sum(1 for n in names if n.startswith("aggregate")) == 1
     assert traces == cells
+
+
+def test_embedded_server_settings_and_a_stalled_wait(tmp_path: Path, monkeypatch: Any) -> None:
+    """Glow's server defaults (recorder batched, persister and triggers off) reach the server,
+    the user's environment wins over them, and a count that stops moving ends the wait early."""
+    import time
+    import uuid
+
+    import httpx
+
+    from glow.prefect_server import embedded_prefect, wait_for_task_runs
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "true")  # the user's choice
+    for name in (
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED",
+        "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE",
+    ):
+        monkeypatch.delenv(name, raising=False)  # conftest sets Glow's defaults for the harness
+    with embedded_prefect(tmp_path / "server.log") as url:
+        services = httpx.get(f"{url}/admin/settings", timeout=30).json()["server"]["services"]
+        assert services["event_persister"]["enabled"] is False
+        assert services["task_run_recorder"]["batch_size"] == 200
+        assert services["triggers"]["enabled"] is True
+
+        started = time.monotonic()
+        count = wait_for_task_runs(url, str(uuid.uuid4()), 3, timeout_s=120, stalled_s=2)
+        assert count == 0
+        assert time.monotonic() - started < 30  # the stall ended it, not the 120 s timeout
