@@ -26,9 +26,9 @@ import httpx
 # Prefect's in-memory message bus holds at most 10,000 events and drops the rest for good. On two
 # cores the persister falls that far behind after a few thousand cells, and the load it adds
 # made the task-run recorder fall behind too: a 10,000-cell run lost ~1,000 task runs from the
-# UI (PROFILE.md). Without them the server keeps up and spends ~20% less CPU. This server lives only while `glow run` or
-# `glow serve` does, so there are no automations to miss. The user's environment wins; README
-# gives the settings for a `prefect server start` of your own.
+# UI (PROFILE.md). Without them the server keeps up and spends ~20% less CPU. This server lives
+# only while `glow run` or `glow serve` does, so there are no automations to miss. The user's
+# environment wins; README gives the settings for a `prefect server start` of your own.
 SERVER_SETTINGS = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
