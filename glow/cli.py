@@ -7,18 +7,20 @@ that run models (`run`, `quickstart`, `regrade`) pay for them; `results` reads p
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from glow.client import tests_app
 from glow.errors import GlowError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 app = typer.Typer(
     name="glow",
@@ -26,15 +28,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, `| tee`) gets a wide fixed width so tables are not squeezed to 80.
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+@functools.cache
+def console(stderr: bool = False) -> Console:
+    """The rich console, built on first use: the `glow tests` commands never print through rich,
+    and importing it cost ~50 ms of their 0.3 s budget (issue 5). Piped output (CI logs,
+    `| tee`) gets a wide fixed width so tables are not squeezed to 80 columns."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 140)
+
 
 QUICKSTART = Path("data/tests/quickstart.yaml")
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -54,7 +65,7 @@ def _start_simulator_if_needed(path: Path, stack: ExitStack) -> None:
     sim = stack.enter_context(SimulatorProcess())
     os.environ["GLOW_SIMULATOR_URL"] = sim.url
     os.environ.setdefault("GLOW_SIM_API_KEY", "sim-local-key")
-    console.print(f"[dim]started the bundled model simulator at {sim.url}[/]")
+    console().print(f"[dim]started the bundled model simulator at {sim.url}[/]")
 
 
 def _money(value: float | None) -> str:
@@ -68,6 +79,8 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 
 def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for col in (
         "model",
@@ -96,21 +109,21 @@ def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
             _money(row.get("cost_usd")),
             f"{_num(row.get('latency_p50_s'), '.2f')}s",
         )
-    console.print(table)
+    console().print(table)
 
 
 def print_summary(summary: dict[str, Any], paths: dict[str, Any]) -> None:
-    console.print(f"[bold]Total cost:[/] {_money(summary.get('total_cost_usd'))}")
+    console().print(f"[bold]Total cost:[/] {_money(summary.get('total_cost_usd'))}")
     for model, cost in (summary.get("by_model") or {}).items():
-        console.print(f"  {model}: {_money(cost)}")
+        console().print(f"  {model}: {_money(cost)}")
     unknown = summary.get("cost_unknown_models") or []
     if unknown:
-        console.print(
+        console().print(
             f"[yellow]cost unknown for {', '.join(unknown)}: no price in litellm's map; add "
             "`prices:` to the model in the test file[/]"
         )
     for name, path in paths.items():
-        console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+        console().print(f"  {name}: {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -141,7 +154,7 @@ def _run_flow(path: Path, resume: str | None) -> None:
     log_path = get_settings().data_dir / "prefect-server.log"
     embedded = not os.environ.get("PREFECT_API_URL")
     if embedded:
-        console.print(f"[dim]starting an embedded Prefect server (~15 s; log: {log_path})[/]")
+        console().print(f"[dim]starting an embedded Prefect server (~15 s; log: {log_path})[/]")
     with embedded_prefect(log_path) as api_url:
         result = _run_flow_on_prefect(path, resume)
         if embedded and api_url and result.get("flow_run_id"):
@@ -158,7 +171,7 @@ def _wait_for_prefect(api_url: str, flow_run_id: str, expected: int) -> None:
         TextColumn("[dim]Prefect recording task runs"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=console,
+        console=console(),
         transient=True,
     )
     with bar:
@@ -170,7 +183,7 @@ def _wait_for_prefect(api_url: str, flow_run_id: str, expected: int) -> None:
             on_progress=lambda n, total: bar.update(task_id, completed=n, total=total),
         )
     if count < expected:
-        console.print(
+        console().print(
             f"[yellow]Prefect recorded {count} of {expected} task runs (its server fell behind "
             "and dropped the rest; see its log). The store and parquet files are complete.[/]"
         )
@@ -196,7 +209,7 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
         TextColumn("{task.fields[s]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=console(),
     )
     counts: dict[str, int] = {}
     task_id = bar.add_task("cells", total=None, s="")
@@ -216,7 +229,7 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
     finally:
         unsubscribe()
     summary = result["summary"]
-    console.print(
+    console().print(
         f"\n[bold]test_id:[/] {result['test_id']}   counts: {result['counts']}"
         f"   skipped (modality): {result['skipped']}"
     )
@@ -291,7 +304,7 @@ def regrade(
 
     store = Store.from_settings()
     try:
-        with Progress(console=console) as bar:
+        with Progress(console=console()) as bar:
             task_id = bar.add_task("regrading", total=None)
             count = regrade_test(
                 store,
@@ -302,7 +315,7 @@ def regrade(
         built = build_results(store, test_id)
     except GlowError as exc:
         fail(str(exc))
-    console.print(f"regraded {count} invocations with {rubric}")
+    console().print(f"regraded {count} invocations with {rubric}")
     print_leaderboard(built.leaderboard, f"Leaderboard of {test_id}")
     print_summary(built.summary, built.paths)
 
@@ -344,7 +357,7 @@ def main() -> None:
     try:
         app()
     except GlowError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        console(stderr=True).print(f"[bold red]error:[/] {exc}")
         sys.exit(exc.exit_code)
 
 

@@ -165,14 +165,14 @@ def test_server_down_is_a_clear_error(api: Api) -> None:
     assert done.returncode == 3 and url in done.stderr and "glow serve" in done.stderr
 
 
-def test_client_imports_no_prefect_litellm_or_sqlalchemy(api: Api) -> None:
+def test_client_imports_no_prefect_litellm_sqlalchemy_or_rich(api: Api) -> None:
     code = (
         "import sys, runpy\n"
         "sys.argv = ['glow', 'tests', 'list']\n"
         "try:\n    runpy.run_module('glow.cli', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "heavy = sorted((set(sys.modules) | {m.split('.')[0] for m in sys.modules}) & "
-        "{'prefect', 'litellm', 'sqlalchemy', 'fastapi', 'glow.store'})\n"
+        "{'prefect', 'litellm', 'sqlalchemy', 'fastapi', 'glow.store', 'rich', 'httpx'})\n"
         "print(heavy, file=sys.stderr)\n"
     )
     done = subprocess.run(
