@@ -1,8 +1,8 @@
 """Mode `flow`: the same workload through (a) Glow's flow, (b) a bare litellm loop, (c) Inspect.
 
 Order: bare, Inspect, Prefect's floor (a task run + keyed artifact per cell, nothing else), then
-Glow last, because after Glow's run the Prefect server keeps working
-off its event backlog for a while, which would steal CPU from a runner started after it.
+Glow. Each Prefect runner gets a server of its own, which is stopped only once it has recorded
+every task run, so no server's backlog steals CPU from the runner after it.
 """
 
 from __future__ import annotations

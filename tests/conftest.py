@@ -25,7 +25,8 @@ os.environ["GLOW_SIM_API_KEY"] = FAKE_KEY
 
 
 def _prefect_server_settings() -> None:
-    """The test server gets the settings Glow's embedded server uses (batched task-run records)."""
+    """The test server gets the settings Glow's embedded server uses (batched task-run records,
+    no event persister or triggers)."""
     from glow.prefect_server import SERVER_SETTINGS
 
     for name, value in SERVER_SETTINGS.items():
