@@ -31,7 +31,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from glow import progress
+from glow import eventloop, progress
 from glow.artifacts import ArtifactPublisher
 from glow.budget import Budget
 from glow.limits import ensure_provider_limits
@@ -226,7 +226,7 @@ async def run_test(
 
 def run_test_sync(**parameters: Any) -> Any:
     """Run the flow from synchronous code (the CLI, tests)."""
-    return asyncio.run(run_test(**parameters))
+    return eventloop.run(run_test(**parameters))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from glow import eventloop
 from glow.errors import SpecError
 from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
@@ -204,4 +205,4 @@ def regrade_test(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """`aregrade_test` for synchronous callers (the CLI)."""
-    return asyncio.run(aregrade_test(store, test_id, rubric_ref, on_progress=on_progress))
+    return eventloop.run(aregrade_test(store, test_id, rubric_ref, on_progress=on_progress))
