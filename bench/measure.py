@@ -113,6 +113,9 @@ def python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+_RESULT_FILES = (":!bench/RESULTS.md", ":!bench/results.jsonl")
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -123,7 +126,8 @@ def git_commit() -> str:
             timeout=10,
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # The results files change with every run: only code makes a run "+dirty".
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *_RESULT_FILES],
             cwd=ROOT,
             capture_output=True,
             text=True,
