@@ -274,6 +274,7 @@ def _print_floor(
     floor: ChildRun,
     artifacts: ChildRun | None,
     bare: ChildRun,
+    glow: ChildRun | None,
     *,
     cells: int,
     extra: dict[str, Any],
@@ -309,6 +310,16 @@ def _print_floor(
         f"the bare loop's calls take {bare_ms:.1f}, Prefect's floor {flow_ms + server_ms:.1f}: "
         f"lowest a/b reachable with a task run + artifact per cell ~ {lowest:.2f}"
     )
+    if glow is not None and glow.ok and "run_cpu_s" in glow.report:
+        # What Glow's own code costs: its run's CPU less the model calls (the bare loop's run)
+        # and less Prefect's task run + artifact (the floor's run), all imports excluded.
+        glow_ms = float(glow.report["run_cpu_s"]) / cells * 1000
+        own_ms = glow_ms - bare_ms - flow_ms
+        extra["glow_own_cpu_ms"] = round(own_ms, 2)
+        print(
+            f"Glow's run: {glow_ms:.1f} ms/cell of CPU in its process = the bare loop's calls "
+            f"{bare_ms:.1f} + Prefect's floor {flow_ms:.1f} + Glow's own code {own_ms:.1f}"
+        )
     if artifacts is not None and artifacts.ok:
         run_s = artifacts.run_wall_s or artifacts.wall_s
         server = extra.get("floor_artifacts_prefect_server_cpu_s") or 0.0
@@ -366,7 +377,7 @@ def summarise(
         print("Inspect AI skipped (--skip-inspect)")
     floor = by.get("floor")
     if floor and bare and floor.ok:
-        _print_floor(floor, by.get("floor-artifacts"), bare, cells=cells, extra=extra)
+        _print_floor(floor, by.get("floor-artifacts"), bare, glow, cells=cells, extra=extra)
     same, verdict = report.compare_scores([r for r in runs if not r.name.startswith("floor")])
     print(("OK: " if same else "MISMATCH: ") + verdict)
     for key in ("bare_max_in_flight", "inspect_max_in_flight", "glow_max_in_flight"):
