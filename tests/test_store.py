@@ -107,6 +107,24 @@ def test_lifecycle_and_guarded_transitions(any_store: Store) -> None:
     assert any_store.count_invocations(test_id) == {"completed": 1, "queued": 4}
 
 
+def test_finish_run_refuses_a_field_that_is_not_a_column(any_store: Store) -> None:
+    # The UPDATE is built once and sets whatever columns its parameters name, so a misspelt
+    # field would otherwise vanish silently: it must fail, and write nothing.
+    _, invs = _test(any_store, 1)
+    inv_id = invs[0].invocation_id
+    run = any_store.start_run(inv_id)
+    run.status, run.finished_at = Status.completed, utcnow()
+    with pytest.raises(ValueError, match="not columns of invocations: outptu"):
+        any_store.finish_run(
+            run,
+            invocation={"status": Status.completed, "outptu": "4"},
+            generations=[],
+            scores=[],
+        )
+    stored = any_store.get_invocation(inv_id)
+    assert stored.status is Status.running and stored.runs[0].status is Status.running
+
+
 def test_late_result_of_a_terminated_run_is_discarded(any_store: Store) -> None:
     _, invs = _test(any_store, 1)
     inv_id = invs[0].invocation_id

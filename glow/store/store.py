@@ -89,8 +89,9 @@ def _row(obj: BaseModel, table: t.Table, **extra: Any) -> dict[str, Any]:
 
 # The statements of a cell's two writes (`start_run`, `finish_run`) are built once and take their
 # values as execute() parameters: building a statement and its cache key took ~5x as long as
-# running it (an UPDATE: ~200 vs ~40 us), and every cell makes seven. An UPDATE given no
-# `.values()` sets the columns named by the parameters.
+# running it (an UPDATE: ~200 vs ~40 us), and every cell makes eight. An UPDATE given no
+# `.values()` sets the columns named by the parameters (and ignores other names: `_update_by`'s
+# callers with caller-given fields check them with `_check_columns`).
 _KEY = "_key"
 
 
@@ -104,6 +105,18 @@ def _select_by(table: t.Table, key: str, columns: tuple[str, ...]) -> Select[Any
 def _update_by(table: t.Table, key: str) -> Update:
     """UPDATE `table` SET <the parameters' columns> WHERE `key` = :_key."""
     return update(table).where(table.c[key] == bindparam(_KEY))
+
+
+@functools.cache
+def _column_names(table: t.Table) -> frozenset[str]:
+    return frozenset(table.c.keys())
+
+
+def _check_columns(table: t.Table, values: dict[str, Any]) -> None:
+    """Refuse names that are not columns, which an UPDATE built by `_update_by` would drop."""
+    unknown = values.keys() - _column_names(table)
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {', '.join(sorted(unknown))}")
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -607,6 +620,7 @@ class Store:
         discarded: the run keeps its trace but the invocation stays terminated. Returns the
         invocation's status after the write.
         """
+        _check_columns(t.invocations, invocation)
         with self.engine.begin() as conn:
             current = conn.execute(
                 _select_by(t.invocations, "invocation_id", ("status", "attempts")),
