@@ -76,10 +76,14 @@ class LeaseHeld(TransitionError):
         self.expires_at = expires_at
 
 
+@functools.cache
+def _column_names(table: t.Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns)
+
+
 def _row(obj: BaseModel, table: t.Table, **extra: Any) -> dict[str, Any]:
     """A model as a row: JSON columns get JSON-safe values, the rest stay typed."""
-    cols = {c.name for c in table.columns}
-    data = obj.model_dump(include=cols)
+    data = obj.model_dump(include=_column_names(table))
     json_cols = t.json_fields(table) & data.keys()
     if json_cols:
         data.update(obj.model_dump(mode="json", include=json_cols))
@@ -105,11 +109,6 @@ def _select_by(table: t.Table, key: str, columns: tuple[str, ...]) -> Select[Any
 def _update_by(table: t.Table, key: str) -> Update:
     """UPDATE `table` SET <the parameters' columns> WHERE `key` = :_key."""
     return update(table).where(table.c[key] == bindparam(_KEY))
-
-
-@functools.cache
-def _column_names(table: t.Table) -> frozenset[str]:
-    return frozenset(table.c.keys())
 
 
 def _check_columns(table: t.Table, values: dict[str, Any]) -> None:
