@@ -277,6 +277,70 @@ def results(
 
 
 @app.command()
+def compare(
+    test_id: Annotated[str, typer.Argument(help="The newer test.")],
+    base_test_id: Annotated[
+        str | None,
+        typer.Argument(
+            help="The test to compare with (default: the previous completed run "
+            "of the same test name)."
+        ),
+    ] = None,
+    categories: Annotated[bool, typer.Option(help="Also print per-category rows.")] = False,
+) -> None:
+    """Score delta per model x agent against an earlier run (paired 95% CI, p-value), cells
+    that newly fail or pass, and the cost delta; from both tests' parquet files."""
+    from glow.comparison import OVERALL, compare_tests
+    from glow.settings import get_settings
+    from glow.store import Store
+
+    try:
+        table = compare_tests(
+            Store.from_settings(), test_id, base_test_id, get_settings().results_root
+        )
+    except GlowError as exc:
+        fail(str(exc))
+    rows = table.to_pylist()
+    if not categories:
+        rows = [r for r in rows if r["category"] == OVERALL]
+    print_regression(
+        rows, test_id, table.column("base_test_id")[0].as_py() if rows else base_test_id
+    )
+
+
+def print_regression(rows: list[dict[str, Any]], test_id: str, base_test_id: str | None) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{test_id} against {base_test_id}", title_justify="left")
+    columns = ("model", "agent", "category", "pairs", "base", "new", "delta", "95% CI", "p")
+    for col in (*columns, "newly failing", "newly passing", "cost delta"):
+        table.add_column(col, justify="left" if col in columns[:3] else "right")
+    for row in rows:
+        delta = row["delta"]
+        colour = (
+            ""
+            if delta is None or row["p_value"] is None or row["p_value"] >= 0.05
+            else ("green" if delta > 0 else "red")
+        )
+        cost = row["cost_delta_usd"]
+        table.add_row(
+            str(row["model"]),
+            str(row["agent"]),
+            str(row["category"]),
+            str(row["n_pairs"]),
+            _num(row["mean_base"]),
+            _num(row["mean_new"]),
+            f"[{colour}]{_num(delta, '+.3f')}[/]" if colour else _num(delta, "+.3f"),
+            f"{_num(row['ci95_low'], '+.3f')} to {_num(row['ci95_high'], '+.3f')}",
+            _num(row["p_value"]),
+            str(row["newly_failing"]),
+            str(row["newly_passing"]),
+            "unknown" if cost is None else f"{cost:+.4f}",
+        )
+    console().print(table)
+
+
+@app.command()
 def aggregate(test_id: Annotated[str, typer.Argument()]) -> None:
     """Rebuild a test's AggregatedResults and parquet files from the store."""
     from glow.store import Store

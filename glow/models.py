@@ -204,6 +204,12 @@ class TestSpec(SpecModel):
         "the Prefect server, held through a strict Prefect global concurrency limit.",
     )
     tags: list[str] = Field(default_factory=list)
+    cluster_by: str | None = Field(
+        None,
+        min_length=1,
+        description="A scenario metadata key (e.g. source) whose scenarios share a source: "
+        "standard errors and paired comparisons are clustered by its value.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> TestSpec:

@@ -17,11 +17,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from glow import results
+from glow import comparison, results
+from glow.models import TestRecord
 from glow.settings import get_settings
 from glow.store import Store
 
@@ -34,6 +36,9 @@ class BuiltResults:
     summary: dict[str, Any]
     counts: dict[str, int]
     skipped: int
+    # Against the previous completed run of the same test name (None when there is none).
+    base_test_id: str | None = None
+    regression: pa.Table | None = None
     # Seconds per step (see `build_results`); steps on the helper thread overlap the others.
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -116,24 +121,55 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
                     test_id=test_id,
                 )
             futures.append(helper.submit(_stage, out_dir, "aggregated", aggregated, timings))
+            with _timed(timings, "compare"):
+                base_test_id, comparisons = _comparisons(store, record, invocations)
+            futures += [helper.submit(_stage, out_dir, n, t, timings) for n, t in comparisons]
             with _timed(timings, "wait_writes"):
                 _, staged_generations = futures[0].result()
-                staged = [staged_generations, futures[1].result(), futures[2].result()]
+                staged = [staged_generations, *(f.result() for f in futures[1:])]
     except BaseException:
         _discard_staged(futures)
         raise
     paths = {file.name: file.publish() for file in staged}
     # Counted from the rows just exported, so the counts always match the files.
     statuses = pc.value_counts(invocations.column("status")).to_pylist()
+    names = ("invocations", "generations", "aggregated", "pairwise", "regression")
     return BuiltResults(
         test_id=test_id,
-        paths={name: paths[name] for name in ("invocations", "generations", "aggregated")},
+        paths={name: paths[name] for name in names if name in paths},
         leaderboard=results.leaderboard(aggregated),
         summary=results.summary(aggregated),
         counts={str(row["values"]): int(row["counts"]) for row in statuses},
         skipped=len(record.skipped),
+        base_test_id=base_test_id,
+        regression=dict(comparisons).get("regression"),
         timings=timings,
     )
+
+
+def _comparisons(
+    store: Store, record: TestRecord, invocations: pa.Table
+) -> tuple[str | None, list[tuple[str, pa.Table]]]:
+    """pairwise.parquet's table, and regression.parquet's against the previous completed run of
+    the same test name when there is one (read from its parquet, else from the store)."""
+    clusters = comparison.scenario_clusters(record)
+    tables = [("pairwise", comparison.pairwise_table(invocations, clusters))]
+    base_test_id = comparison.previous_completed_test(store, record.test_id)
+    if base_test_id is not None:
+        base_path = results_dir(base_test_id) / "invocations.parquet"
+        if base_path.is_file():
+            base = pq.read_table(base_path)
+        else:
+            base_record = store.get_test(base_test_id)
+            base = results.invocations_table_from_columns(
+                store.invocation_columns(base_test_id),
+                [s.name for s in base_record.rubric.standards],
+            )
+        regression = comparison.regression_table(
+            invocations, base, test_id=record.test_id, base_test_id=base_test_id, clusters=clusters
+        )
+        tables.append(("regression", regression))
+    return base_test_id, tables
 
 
 def _scenario_categories(store: Store, test_id: str) -> dict[str, str]:
@@ -193,4 +229,10 @@ async def aggregate(test_id: str) -> dict[str, Any]:
     """Rebuild AggregatedResults and publish the leaderboard and cost artifacts."""
     built = await asyncio.to_thread(build_results, Store.from_settings(), test_id)
     await publish(built)
+    if built.regression is not None:
+        await acreate_markdown_artifact(
+            key="regression",
+            markdown=comparison.regression_markdown(built.regression),
+            description=f"Test {built.test_id} against {built.base_test_id}",
+        )
     return {"paths": {k: str(v) for k, v in built.paths.items()}, "summary": built.summary}

@@ -1,0 +1,327 @@
+"""Paired comparisons built from invocations: models against each other, a run against the last.
+
+- `pairwise_table`: every two model x agent combinations of one test, compared on the
+  scenarios and epochs both answered (``pairwise.parquet``).
+- `regression_table`: a test against an earlier run of the same test name, per model x agent,
+  on the cells both runs share (``regression.parquet``, `glow compare`).
+- `previous_completed_test`: which earlier run a test is compared with.
+
+Both tables pair cells by (scenario, epoch) and use `glow.stats.paired_difference`: mean paired
+difference, clustered standard error, t-based 95% CI and p-value. A pair counts when both of
+its cells are ``completed`` with a score; failed, terminated or unfinished cells are left out
+of the score statistics (regression counts them in ``newly_failing``/``newly_passing``).
+Errors are clustered by scenario (its epochs are one cluster), or by the value of the test's
+``cluster_by`` scenario metadata key (a scenario without that key is a cluster of its own).
+
+Only pandas/pyarrow/numpy and the store's SQL layer: no litellm, no prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from glow import stats
+from glow.models import FINAL_STATUSES, Status, TestRecord
+
+if TYPE_CHECKING:
+    from glow.store import Store
+
+OVERALL = "*"
+
+PAIRWISE_SCHEMA = pa.schema(
+    [
+        ("model_a", pa.string()),
+        ("agent_a", pa.string()),
+        ("model_b", pa.string()),
+        ("agent_b", pa.string()),
+        ("category", pa.string()),
+        ("n_pairs", pa.int64()),
+        ("n_clusters", pa.int64()),
+        ("mean_a", pa.float64()),
+        ("mean_b", pa.float64()),
+        ("mean_diff", pa.float64()),
+        ("stderr", pa.float64()),
+        ("ci95_low", pa.float64()),
+        ("ci95_high", pa.float64()),
+        ("p_value", pa.float64()),
+        ("method", pa.string()),
+        ("wins", pa.int64()),
+        ("ties", pa.int64()),
+        ("losses", pa.int64()),
+    ]
+)
+
+REGRESSION_SCHEMA = pa.schema(
+    [
+        ("test_id", pa.string()),
+        ("base_test_id", pa.string()),
+        ("model", pa.string()),
+        ("agent", pa.string()),
+        ("category", pa.string()),
+        ("n_pairs", pa.int64()),
+        ("mean_base", pa.float64()),
+        ("mean_new", pa.float64()),
+        ("delta", pa.float64()),
+        ("stderr", pa.float64()),
+        ("ci95_low", pa.float64()),
+        ("ci95_high", pa.float64()),
+        ("p_value", pa.float64()),
+        ("newly_failing", pa.int64()),
+        ("newly_passing", pa.int64()),
+        ("cost_base_usd", pa.float64()),
+        ("cost_new_usd", pa.float64()),
+        ("cost_delta_usd", pa.float64()),
+    ]
+)
+
+_CELL = ["scenario_id", "model", "agent", "epoch"]
+_NEEDED = [*_CELL, "category", "status", "score", "passed", "cost_usd"]
+
+
+def _frame(invocations: pa.Table) -> pd.DataFrame:
+    """The columns the comparisons need, with the score of non-completed cells as NaN."""
+    frame = invocations.select(_NEEDED).to_pandas()
+    completed = frame["status"] == Status.completed.value
+    frame["score"] = frame["score"].astype("float64").where(completed)
+    frame["passing"] = completed & frame["passed"].fillna(False).astype(bool)
+    return frame
+
+
+def cluster_labels(scenario_ids: pd.Series, clusters: Mapping[str, str] | None) -> np.ndarray:
+    """Each row's cluster as an integer code: its scenario, or its `cluster_by` value."""
+    if clusters is None:
+        labels = scenario_ids.astype(str)
+    else:
+        labels = scenario_ids.astype(str).map(
+            lambda sid: f"value={clusters[sid]}" if sid in clusters else f"scenario={sid}"
+        )
+    return pd.factorize(labels)[0]
+
+
+def scenario_clusters(record: TestRecord) -> dict[str, str] | None:
+    """scenario_id -> value of the test's `cluster_by` metadata key (None without `cluster_by`).
+
+    Scenarios come from the stored spec (inline, or its scenarios file resolved beside the test
+    file as when it ran); a scenario lacking the key is left out (it is a cluster of its own).
+    """
+    key = record.spec.cluster_by
+    if not key:
+        return None
+    from glow.spec import load_scenarios
+
+    if isinstance(record.spec.scenarios, str):
+        base_dir = Path(record.spec_path).parent if record.spec_path else Path.cwd()
+        scenarios = load_scenarios(record.spec.scenarios, base_dir)
+    else:
+        scenarios = record.spec.scenarios
+    return {s.id: str(s.metadata[key]) for s in scenarios if key in s.metadata}
+
+
+def _categories(frame: pd.DataFrame) -> list[str]:
+    return [OVERALL, *sorted(frame["category"].dropna().astype(str).unique())]
+
+
+def pairwise_table(invocations: pa.Table, clusters: Mapping[str, str] | None = None) -> pa.Table:
+    """``pairwise.parquet``: every two model x agent combinations of the test, overall
+    (category "*") and per category, compared on the (scenario, epoch) cells both completed.
+
+    Each unordered pair appears once, a before b in (model, agent) order; ``mean_diff`` is
+    a - b (flip the signs for b - a). See `glow.stats.paired_difference` for the statistics.
+    """
+    frame = _frame(invocations)
+    combos = sorted({(str(m), str(a)) for m, a in zip(frame["model"], frame["agent"], strict=True)})
+    rows: list[dict[str, Any]] = []
+    for category in _categories(frame):
+        part = frame if category == OVERALL else frame[frame["category"] == category]
+        scores = part.set_index(_CELL)["score"].unstack(["model", "agent"])
+        scenario_ids = scores.index.get_level_values("scenario_id").to_series()
+        codes = cluster_labels(scenario_ids, clusters)
+        for a, b in combinations(combos, 2):
+            if a not in scores.columns and b not in scores.columns:
+                continue  # neither ran in this category
+            result = stats.paired_difference(_scores(scores, a), _scores(scores, b), codes)
+            rows.append(
+                {
+                    "model_a": a[0],
+                    "agent_a": a[1],
+                    "model_b": b[0],
+                    "agent_b": b[1],
+                    "category": category,
+                    **result.as_dict(),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=PAIRWISE_SCHEMA)
+
+
+def _scores(scores: pd.DataFrame, combo: tuple[str, str]) -> np.ndarray:
+    if combo in scores.columns:
+        return scores[combo].to_numpy(dtype=np.float64)
+    return np.full(len(scores), np.nan)
+
+
+def _known_cost(costs: pd.Series, statuses: pd.Series) -> float | None:
+    """Sum of the finished cells' costs; unknown (None) when one of them is unknown."""
+    finished = statuses.isin([s.value for s in FINAL_STATUSES])
+    spent = costs[finished]
+    if spent.isna().any():
+        return None
+    return float(spent.sum())
+
+
+def regression_table(
+    new: pa.Table,
+    base: pa.Table,
+    *,
+    test_id: str,
+    base_test_id: str,
+    clusters: Mapping[str, str] | None = None,
+) -> pa.Table:
+    """``regression.parquet``: run `new` against the earlier run `base` of the same test, per
+    model x agent, overall (category "*", the category as in `new`) and per category.
+
+    Cells are matched by (scenario, model, agent, epoch); only cells both runs have count.
+    ``delta`` = new - base over the pairs both completed with a score, with the clustered
+    paired CI and p-value of `glow.stats.paired_difference`. A cell passes when it is completed
+    and passed; ``newly_failing`` passed in base and not in new, ``newly_passing`` the reverse.
+    Costs are the shared cells' ``cost_usd`` summed over finished cells (unknown if any is).
+    """
+    shared = _frame(new).merge(_frame(base), on=_CELL, suffixes=("_new", "_base"))
+    shared["category"] = shared["category_new"].astype(str)
+    rows: list[dict[str, Any]] = []
+    for category in _categories(shared):
+        part = shared if category == OVERALL else shared[shared["category"] == category]
+        for (model, agent), group in part.groupby(["model", "agent"], sort=True, observed=True):
+            codes = cluster_labels(group["scenario_id"], clusters)
+            paired = stats.paired_difference(group["score_new"], group["score_base"], codes)
+            cost_base = _known_cost(group["cost_usd_base"], group["status_base"])
+            cost_new = _known_cost(group["cost_usd_new"], group["status_new"])
+            rows.append(
+                {
+                    "test_id": test_id,
+                    "base_test_id": base_test_id,
+                    "model": str(model),
+                    "agent": str(agent),
+                    "category": category,
+                    "n_pairs": paired.n_pairs,
+                    "mean_base": paired.mean_b,
+                    "mean_new": paired.mean_a,
+                    "delta": paired.mean_diff,
+                    "stderr": paired.stderr,
+                    "ci95_low": paired.ci95_low,
+                    "ci95_high": paired.ci95_high,
+                    "p_value": paired.p_value,
+                    "newly_failing": int((group["passing_base"] & ~group["passing_new"]).sum()),
+                    "newly_passing": int((~group["passing_base"] & group["passing_new"]).sum()),
+                    "cost_base_usd": cost_base,
+                    "cost_new_usd": cost_new,
+                    "cost_delta_usd": (
+                        None if cost_base is None or cost_new is None else cost_new - cost_base
+                    ),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=REGRESSION_SCHEMA)
+
+
+def previous_completed_test(store: Store, test_id: str) -> str | None:
+    """The newest completed test with the same name as `test_id`, created before it; None if
+    there is none. (A test being aggregated is still `running`, so it never finds itself.)"""
+    from sqlalchemy import select
+
+    from glow.store import tables
+
+    record = store.get_test(test_id)
+    tests = tables.tests
+    query = (
+        select(tests.c.test_id)
+        .where(
+            tests.c.name == record.name,
+            tests.c.status == "completed",
+            tests.c.test_id != test_id,
+            tests.c.created_at < record.created_at,
+        )
+        .order_by(tests.c.created_at.desc())
+        .limit(1)
+    )
+    with store.engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
+def regression_markdown(table: pa.Table) -> str:
+    """The regression as markdown for the flow run's `regression` artifact: overall rows
+    first, then the per-category rows of every model x agent with newly failing cells."""
+    rows = table.to_pylist()
+    if not rows:
+        return "# Regression\n\nNo cells in common with the previous run."
+    first = rows[0]
+    lines = [
+        f"# Regression of `{first['test_id']}` against `{first['base_test_id']}`",
+        "",
+        "Score delta = new - base over the scenarios and epochs both runs completed; paired "
+        "95% CI and p-value (paired t-test, clustered standard errors).",
+        "",
+        "| model | agent | category | pairs | base | new | delta | 95% CI | p | newly failing "
+        "| newly passing | cost delta |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    overall = [r for r in rows if r["category"] == OVERALL]
+    worse = {(r["model"], r["agent"]) for r in rows if r["newly_failing"]}
+    detail = [r for r in rows if r["category"] != OVERALL and (r["model"], r["agent"]) in worse]
+    for row in [*overall, *detail]:
+        lines.append(
+            f"| {row['model']} | {row['agent']} | {row['category']} | {row['n_pairs']} "
+            f"| {_fmt(row['mean_base'])} | {_fmt(row['mean_new'])} | {_fmt(row['delta'], '+.3f')} "
+            f"| {_fmt(row['ci95_low'], '+.3f')} to {_fmt(row['ci95_high'], '+.3f')} "
+            f"| {_fmt(row['p_value'])} | {row['newly_failing']} | {row['newly_passing']} "
+            f"| {_money(row['cost_delta_usd'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None or value != value else format(value, spec)
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:+.4f} USD"
+
+
+def compare_tests(
+    store: Store, test_id: str, base_test_id: str | None, results_root: Path
+) -> pa.Table:
+    """`glow compare`: the regression table of `test_id` against `base_test_id` (default: the
+    previous completed run of the same name), from both tests' ``invocations.parquet`` under
+    `results_root`. Raises GlowError naming what is missing and what to run."""
+    import pyarrow.parquet as pq
+
+    from glow.errors import GlowError
+
+    record = store.get_test(test_id)
+    if base_test_id is None:
+        base_test_id = previous_completed_test(store, test_id)
+        if base_test_id is None:
+            raise GlowError(
+                f"test {test_id!r} ({record.name!r}) has no earlier completed run of the same "
+                "name to compare with; pass the other test id: glow compare TEST_ID BASE_TEST_ID"
+            )
+    else:
+        store.get_test(base_test_id)  # NotFound names the id
+    tables = []
+    for tid in (test_id, base_test_id):
+        path = results_root / tid / "invocations.parquet"
+        if not path.is_file():
+            raise GlowError(f"no results for test {tid!r} at {path}; run `glow aggregate {tid}`")
+        tables.append(pq.read_table(path, columns=_NEEDED))
+    return regression_table(
+        tables[0],
+        tables[1],
+        test_id=test_id,
+        base_test_id=base_test_id,
+        clusters=scenario_clusters(record),
+    )
