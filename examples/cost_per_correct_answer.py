@@ -29,7 +29,7 @@ def main(test_id: str) -> None:
         elif row.correct == 0:
             per = "-"
         else:
-            per = f"${row.cost / row.correct:.6f}"
+            per = f"${row.cost / row.correct:.4g}"
         print(f"{model}\t{agent}\t{row.correct}\t{total}\t{per}")
 
 
