@@ -95,14 +95,18 @@ def _frame(invocations: pa.Table) -> pd.DataFrame:
 
 
 def cluster_labels(scenario_ids: pd.Series, clusters: Mapping[str, str] | None) -> np.ndarray:
-    """Each row's cluster as an integer code: its scenario, or its `cluster_by` value."""
+    """Each row's cluster as an integer code: its scenario, or its `cluster_by` value.
+
+    Works on the distinct scenario ids only (a categorical column stays cheap at a million rows).
+    """
+    codes, uniques = pd.factorize(scenario_ids)
     if clusters is None:
-        labels = scenario_ids.astype(str)
-    else:
-        labels = scenario_ids.astype(str).map(
-            lambda sid: f"value={clusters[sid]}" if sid in clusters else f"scenario={sid}"
-        )
-    return pd.factorize(labels)[0]
+        return codes
+    labels = [
+        f"value={clusters[sid]}" if sid in clusters else f"scenario={sid}"
+        for sid in map(str, uniques)
+    ]
+    return pd.factorize(np.asarray(labels, dtype=object)[codes])[0]
 
 
 def scenario_clusters(record: TestRecord) -> dict[str, str] | None:

@@ -56,7 +56,9 @@ a JSON-encoded string. A column is nullable exactly when the pydantic field is O
 - ``n``: invocations in the group; ``n_completed``, ``n_failed``, ``n_terminated``, ``n_queued``,
   ``n_running``: by status; ``n_skipped``: cells not run because the model lacks a modality.
 - ``mean_score``: mean ``score`` over completed invocations with a score.
-- ``stderr``: sample standard deviation / sqrt(count) of those scores (null below 2 scores).
+- ``stderr``: standard error of that mean, clustered by scenario (its epochs are one cluster) or
+  by the test's ``cluster_by`` metadata key (`glow.stats.clustered_stderr`, CR1); without epochs
+  or ``cluster_by`` it is the sample standard deviation / sqrt(count). Null below 2 clusters.
 - ``ci95_low``, ``ci95_high``: mean -/+ 1.96 stderr, clamped to [0, 1].
 - ``pass_rate``: fraction of completed, graded invocations that passed.
 - ``pass_at_k``, ``k``: with epochs > 1, k = epochs and pass@k is the mean over the group's
@@ -96,6 +98,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from glow import stats
 from glow.models import AggregatedRow, Generation, Invocation, SkippedCell, Status
 
 SCHEMA_VERSION = "1"
@@ -453,9 +456,11 @@ def _level(
     keys: list[str],
     standards: Sequence[str],
     epochs: int,
+    clusters: np.ndarray,
 ) -> pd.DataFrame:
     """AggregatedResults rows for one grouping (overall or per category). `position` is each
-    generation's invocation row (see `_invocation_positions`); -1 ones are left out."""
+    generation's invocation row (see `_invocation_positions`); -1 ones are left out. `clusters`
+    is each invocation's cluster code for the standard error (see `aggregate`)."""
     groups, first = _groups(inv, keys)
     completed = (inv["status"] == Status.completed.value).to_numpy()
     work = pd.DataFrame(index=inv.index)
@@ -482,6 +487,9 @@ def _level(
         score_count=("score", "count"),
         pass_rate=("passed", "mean"),
         **{column: (column, "mean") for column in score_columns},
+    )
+    out["score_stderr"] = stats.grouped_clustered_stderr(
+        groups, clusters, work["score"].to_numpy(dtype=np.float64)
     )
     latency = grouped["latency"].quantile([0.5, 0.95]).unstack().reindex(columns=[0.5, 0.95])
     out["latency_p50_s"] = latency[0.5]
@@ -520,8 +528,7 @@ def _level(
     fill_zero += ["model_cost_usd", "judge_cost_usd", "model_unknown", "judge_unknown"]
     out[fill_zero] = out[fill_zero].fillna(0)
 
-    stderr = out["score_std"] / np.sqrt(out["score_count"])
-    out["stderr"] = stderr.where(out["score_count"] >= 2)
+    out["stderr"] = out["score_stderr"]
     out["ci95_low"] = (out["mean_score"] - 1.96 * out["stderr"]).clip(0.0, 1.0)
     out["ci95_high"] = (out["mean_score"] + 1.96 * out["stderr"]).clip(0.0, 1.0)
     out["k"] = epochs if epochs > 1 else 1
@@ -562,6 +569,7 @@ def aggregate(
     *,
     skipped_categories: Mapping[str, str] | None = None,
     test_id: str | None = None,
+    clusters: Mapping[str, str] | None = None,
 ) -> pa.Table:
     """Build AggregatedResults: per (test, model, agent) overall rows (category "*") and per
     category rows. See the module docstring for every column's meaning.
@@ -571,6 +579,10 @@ def aggregate(
     of the same scenario, else "uncategorised". Skipped cells belong to `test_id`, which defaults
     to the invocations' single test id. Generations are attributed to groups through their
     invocation; generations of invocations not in `invocations` are ignored.
+
+    The standard error is clustered (`glow.stats.grouped_clustered_stderr`) by scenario, so a
+    scenario's epochs are one cluster, or by `clusters` (scenario_id -> value of the test's
+    `cluster_by` metadata key; a scenario missing from it is a cluster of its own).
     """
     standards = list(standards)
     schema = aggregated_schema(standards)
@@ -590,8 +602,11 @@ def aggregate(
     gen = _frame(generations, ["role"], ["cost_usd"])
 
     skipped_frame = _skipped_frame(invocations, skipped, skipped_categories, test_id)
+    from glow.comparison import cluster_labels
+
+    cluster_codes = cluster_labels(inv["scenario_id"], clusters)
     levels = [
-        _level(inv, gen, position, skipped_frame, keys, standards, epochs)
+        _level(inv, gen, position, skipped_frame, keys, standards, epochs, cluster_codes)
         for keys in (_OVERALL_KEYS, _CATEGORY_KEYS)
     ]
     out = pd.concat(levels, ignore_index=True)

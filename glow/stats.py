@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 Z95 = 1.96
 PAIRED_METHOD = "paired-t-clustered"
@@ -256,3 +257,23 @@ def paired_difference(
         ties=n - wins - losses,
         losses=losses,
     )
+
+
+def grouped_clustered_stderr(
+    groups: np.ndarray, clusters: np.ndarray, values: np.ndarray
+) -> pd.Series:
+    """`clustered_stderr` of every group at once (AggregatedResults' groups), NaN values left
+    out: a Series indexed by group code, NaN where a group has fewer than 2 clusters.
+
+    `groups` and `clusters` are integer codes per row; whole columns, no Python per row.
+    """
+    keep = ~np.isnan(values)
+    frame = pd.DataFrame({"g": groups[keep], "c": clusters[keep], "x": values[keep]})
+    frame["r"] = frame["x"] - frame.groupby("g")["x"].transform("mean")
+    per_cluster = frame.groupby(["g", "c"])["r"].sum()
+    squares = (per_cluster**2).groupby(level=0).sum()
+    n_clusters = per_cluster.groupby(level=0).size()
+    n = frame.groupby("g").size()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = n_clusters / (n_clusters - 1) * squares / n.astype(np.float64) ** 2
+    return np.sqrt(variance).where(n_clusters >= 2)

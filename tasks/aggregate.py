@@ -111,6 +111,7 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
                 generations, _ = futures[0].result()
             with _timed(timings, "aggregate"):
                 categories = _scenario_categories(store, record.test_id) if record.skipped else {}
+                clusters = comparison.scenario_clusters(record)
                 aggregated = results.aggregate(
                     invocations,
                     generations,
@@ -119,10 +120,11 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
                     record.skipped,
                     skipped_categories=categories,
                     test_id=test_id,
+                    clusters=clusters,
                 )
             futures.append(helper.submit(_stage, out_dir, "aggregated", aggregated, timings))
             with _timed(timings, "compare"):
-                base_test_id, comparisons = _comparisons(store, record, invocations)
+                base_test_id, comparisons = _comparisons(store, record, invocations, clusters)
             futures += [helper.submit(_stage, out_dir, n, t, timings) for n, t in comparisons]
             with _timed(timings, "wait_writes"):
                 _, staged_generations = futures[0].result()
@@ -148,11 +150,10 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
 
 
 def _comparisons(
-    store: Store, record: TestRecord, invocations: pa.Table
+    store: Store, record: TestRecord, invocations: pa.Table, clusters: dict[str, str] | None
 ) -> tuple[str | None, list[tuple[str, pa.Table]]]:
     """pairwise.parquet's table, and regression.parquet's against the previous completed run of
     the same test name when there is one (read from its parquet, else from the store)."""
-    clusters = comparison.scenario_clusters(record)
     tables = [("pairwise", comparison.pairwise_table(invocations, clusters))]
     base_test_id = comparison.previous_completed_test(store, record.test_id)
     if base_test_id is not None:

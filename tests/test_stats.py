@@ -216,3 +216,28 @@ def test_cluster_by_is_validated_in_the_spec() -> None:
     assert TestSpec.model_validate({**base, "rubric": "r", "cluster_by": "source"}).cluster_by
     with pytest.raises(ValidationError, match="cluster_by"):
         TestSpec.model_validate({**base, "rubric": "r", "cluster_by": ""})
+
+
+def test_aggregated_stderr_clusters_epochs_and_cluster_by() -> None:
+    from glow.results import aggregate, generations_table
+
+    rows = [
+        _invocation(scenario, "x", epoch, score)
+        for scenario, score in (("s1", 1.0), ("s2", 0.0), ("s3", 1.0))
+        for epoch in (1, 2)
+    ]
+    invocations = invocations_table(rows, [])
+
+    def overall_stderr(clusters: dict[str, str] | None) -> float | None:
+        table = aggregate(invocations, generations_table([]), [], 2, clusters=clusters)
+        (row,) = [r for r in table.to_pylist() if r["category"] == "*"]
+        return row["stderr"]
+
+    # Scores 1 1 | 0 0 | 1 1 by scenario, mean 2/3. Unclustered it would be
+    # sqrt(var([1,1,0,0,1,1]) / 6) = sqrt(0.266667 / 6) = 0.210819. Clustered by scenario:
+    # residual sums 2/3, -4/3, 2/3, squares 4/9 + 16/9 + 4/9 = 24/9; G = 3, n = 6:
+    # sqrt(3/2 * 24/9) / 6 = 2/6 = 0.333333.
+    assert overall_stderr(None) == pytest.approx(1 / 3)
+    # cluster_by puts s1 and s2 together (sums -2/3, 2/3): sqrt(2 * 8/9) / 6 = 0.222222.
+    assert overall_stderr({"s1": "a", "s2": "a", "s3": "b"}) == pytest.approx(4 / 3 / 6)
+    assert overall_stderr({"s1": "a", "s2": "a", "s3": "a"}) is None  # one cluster
