@@ -1,8 +1,9 @@
 """AggregatedResults and the parquet files of a test.
 
-A finished (or partly finished) test is exported as three parquet files, by default under
-`data/results/<test_id>/`. Their Arrow schemas are *derived* from the pydantic models in
-`glow.models` by `arrow_schema`, so the files and the store never drift apart; every file carries
+A finished (or partly finished) test is exported as parquet files, by default under
+`data/results/<test_id>/`. The Arrow schemas of invocations, generations and aggregated are
+*derived* from the pydantic models in `glow.models` by `arrow_schema`, so the files and the store
+never drift apart (pairwise and regression are fixed in `glow.comparison`); every file carries
 `glow_schema_version` (currently "1") and `glow_table` in its parquet key-value metadata.
 
 Everything here works on whole columns (pyarrow / pandas / numpy): a test can hold a million
@@ -72,6 +73,34 @@ a JSON-encoded string. A column is nullable exactly when the pydantic field is O
 - ``cost_unknown_calls``: number of generations whose cost is unknown.
 - ``latency_p50_s``, ``latency_p95_s``: percentiles of completed invocations' ``latency_s``.
 - ``score__<standard>``: mean of that standard's score over completed invocations.
+
+``pairwise.parquet`` -- paired model comparison (`glow.comparison.pairwise_table`): for every two
+model x agent combinations, one row overall (``category`` = ``"*"``) and one per category. Each
+unordered pair appears once, a before b in (model, agent) order. Pairs are the (scenario, epoch)
+cells both a and b completed with a score (failed, terminated and unfinished cells are left out).
+
+- ``model_a``, ``agent_a``, ``model_b``, ``agent_b``, ``category``: what is compared, and where.
+- ``n_pairs``: paired cells; ``n_clusters``: clusters among them (scenarios, or values of the
+  test's ``cluster_by`` key).
+- ``mean_a``, ``mean_b``: mean scores over the pairs; ``mean_diff``: mean of a - b.
+- ``stderr``: clustered standard error of ``mean_diff``; ``ci95_low``, ``ci95_high``:
+  mean_diff -/+ t(0.975, n_clusters - 1) stderr; ``p_value``: two-sided paired t-test with
+  n_clusters - 1 degrees of freedom; ``method`` = ``paired-t-clustered`` (see `glow.stats`).
+  Null below 2 clusters.
+- ``wins``, ``ties``, ``losses``: pairs where a scored higher, the same, lower.
+
+``regression.parquet`` -- the test against the previous completed run of the same test name
+(`glow.comparison.regression_table`; only written when there is one), per model x agent,
+overall and per category, over the cells (scenario, model, agent, epoch) both runs have:
+
+- ``test_id``, ``base_test_id``, ``model``, ``agent``, ``category``.
+- ``n_pairs``: cells both runs completed with a score; ``mean_base``, ``mean_new``: their means;
+  ``delta``: mean of new - base, with ``stderr``, ``ci95_low``, ``ci95_high``, ``p_value`` as in
+  ``pairwise.parquet``.
+- ``newly_failing``, ``newly_passing``: cells that passed (completed and passed) in the base run
+  and not in this one, and the reverse; a failed or terminated cell does not pass.
+- ``cost_base_usd``, ``cost_new_usd``: ``cost_usd`` summed over those shared cells that finished
+  (null when one is unknown); ``cost_delta_usd``: new - base.
 """
 
 from __future__ import annotations

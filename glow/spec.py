@@ -237,6 +237,11 @@ def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
     if not scenarios:
         raise SpecError(f"{source}: scenarios: the test has no scenarios")
     _check_scenarios(scenarios, source, base_dir)
+    if spec.cluster_by and not any(spec.cluster_by in s.metadata for s in scenarios):
+        raise SpecError(
+            f"{source}: cluster_by: no scenario has the metadata key {spec.cluster_by!r}; "
+            "name a key of the scenarios' metadata or remove cluster_by"
+        )
     _check_tools(spec, source)
     try:
         rubric = load_rubric(spec.rubric, base_dir=base_dir)

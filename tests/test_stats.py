@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from glow import comparison, stats
 from glow.results import invocations_table
@@ -241,3 +243,25 @@ def test_aggregated_stderr_clusters_epochs_and_cluster_by() -> None:
     # cluster_by puts s1 and s2 together (sums -2/3, 2/3): sqrt(2 * 8/9) / 6 = 0.222222.
     assert overall_stderr({"s1": "a", "s2": "a", "s3": "b"}) == pytest.approx(4 / 3 / 6)
     assert overall_stderr({"s1": "a", "s2": "a", "s3": "a"}) is None  # one cluster
+
+
+def test_cluster_by_naming_no_scenario_key_is_refused(tmp_path: Path) -> None:
+    from glow.errors import SpecError
+    from glow.spec import load_test
+
+    scenarios = tmp_path / "scenarios.jsonl"
+    scenarios.write_text(
+        '{"id": "s1", "input": "2+2?", "reference": "4", "metadata": {"source": "a"}}\n'
+    )
+    spec = {
+        "name": "t",
+        "scenarios": str(scenarios),
+        "models": [{"name": "m", "model": "openai/sim-echo", "api_base": "http://127.0.0.1:9/v1"}],
+        "rubric": "exact_answer",
+    }
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump({**spec, "cluster_by": "source"}))
+    assert load_test(path).spec.cluster_by == "source"
+    path.write_text(yaml.safe_dump({**spec, "cluster_by": "sourse"}))
+    with pytest.raises(SpecError, match=r"test\.yaml: cluster_by: no scenario has .*'sourse'"):
+        load_test(path)
