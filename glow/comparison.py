@@ -144,7 +144,8 @@ def pairwise_table(invocations: pa.Table, clusters: Mapping[str, str] | None = N
     rows: list[dict[str, Any]] = []
     for category in _categories(frame):
         part = frame if category == OVERALL else frame[frame["category"] == category]
-        scores = part.set_index(_CELL)["score"].unstack(["model", "agent"])
+        # A cell is one invocation; rows made by hand may repeat one: their scores are averaged.
+        scores = part.groupby(_CELL, observed=True)["score"].mean().unstack(["model", "agent"])
         scenario_ids = scores.index.get_level_values("scenario_id").to_series()
         codes = cluster_labels(scenario_ids, clusters)
         for a, b in combinations(combos, 2):
@@ -196,7 +197,10 @@ def regression_table(
     and passed; ``newly_failing`` passed in base and not in new, ``newly_passing`` the reverse.
     Costs are the shared cells' ``cost_usd`` summed over finished cells (unknown if any is).
     """
-    shared = _frame(new).merge(_frame(base), on=_CELL, suffixes=("_new", "_base"))
+    # A cell is one invocation; if hand-made rows repeat one, the last row stands for it.
+    new_cells = _frame(new).drop_duplicates(_CELL, keep="last")
+    base_cells = _frame(base).drop_duplicates(_CELL, keep="last")
+    shared = new_cells.merge(base_cells, on=_CELL, suffixes=("_new", "_base"))
     shared["category"] = shared["category_new"].astype(str)
     rows: list[dict[str, Any]] = []
     for category in _categories(shared):

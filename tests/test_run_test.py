@@ -238,6 +238,7 @@ def test_quickstart_command_end_to_end(glow_env: Path, prefect_server: str, simu
         "invocations.parquet",
         "generations.parquet",
         "aggregated.parquet",
+        "pairwise.parquet",
     }
     agg = pd.read_parquet(results / "aggregated.parquet")
     overall = agg[agg["category"] == "*"].set_index("model")["mean_score"]
