@@ -314,7 +314,9 @@ def print_regression(rows: list[dict[str, Any]], test_id: str, base_test_id: str
     table = Table(title=f"{test_id} against {base_test_id}", title_justify="left")
     columns = ("model", "agent", "category", "pairs", "base", "new", "delta", "95% CI", "p")
     for col in (*columns, "newly failing", "newly passing", "cost delta"):
-        table.add_column(col, justify="left" if col in columns[:3] else "right")
+        table.add_column(
+            col, justify="left" if col in columns[:3] else "right", no_wrap=col == "95% CI"
+        )
     for row in rows:
         delta = row["delta"]
         colour = (
@@ -331,11 +333,11 @@ def print_regression(rows: list[dict[str, Any]], test_id: str, base_test_id: str
             _num(row["mean_base"]),
             _num(row["mean_new"]),
             f"[{colour}]{_num(delta, '+.3f')}[/]" if colour else _num(delta, "+.3f"),
-            f"{_num(row['ci95_low'], '+.3f')} to {_num(row['ci95_high'], '+.3f')}",
+            f"[{_num(row['ci95_low'], '+.3f')}, {_num(row['ci95_high'], '+.3f')}]",
             _num(row["p_value"]),
             str(row["newly_failing"]),
             str(row["newly_passing"]),
-            "unknown" if cost is None else f"{cost:+.4f}",
+            "unknown" if cost is None else f"{cost:+.6f}",
         )
     console().print(table)
 

@@ -18,7 +18,7 @@ Only pandas/pyarrow/numpy and the store's SQL layer: no litellm, no prefect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,12 +86,22 @@ _NEEDED = [*_CELL, "category", "status", "score", "passed", "cost_usd"]
 
 
 def _frame(invocations: pa.Table) -> pd.DataFrame:
-    """The columns the comparisons need, with the score of non-completed cells as NaN."""
-    frame = invocations.select(_NEEDED).to_pandas()
-    completed = frame["status"] == Status.completed.value
+    """The columns the comparisons need, strings as categoricals (a million rows group and join
+    on integer codes), with the score of non-completed cells as NaN."""
+    frame = invocations.select(_NEEDED).to_pandas(strings_to_categorical=True)
+    completed = (frame["status"] == Status.completed.value).to_numpy()
     frame["score"] = frame["score"].astype("float64").where(completed)
-    frame["passing"] = completed & frame["passed"].fillna(False).astype(bool)
+    frame["passing"] = completed & frame["passed"].fillna(False).astype(bool).to_numpy()
     return frame
+
+
+def _codes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One dense int64 code per distinct combination of `columns` (categoricals or ints)."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    for column in columns:
+        codes, uniques = pd.factorize(frame[column])
+        combined = combined * (len(uniques) + 1) + codes + 1
+    return np.unique(combined, return_inverse=True)[1].reshape(-1)
 
 
 def cluster_labels(scenario_ids: pd.Series, clusters: Mapping[str, str] | None) -> np.ndarray:
@@ -129,7 +139,8 @@ def scenario_clusters(record: TestRecord) -> dict[str, str] | None:
 
 
 def _categories(frame: pd.DataFrame) -> list[str]:
-    return [OVERALL, *sorted(frame["category"].dropna().astype(str).unique())]
+    present = pd.unique(frame["category"].dropna())
+    return [OVERALL, *sorted(map(str, present))]
 
 
 def pairwise_table(invocations: pa.Table, clusters: Mapping[str, str] | None = None) -> pa.Table:
@@ -140,35 +151,50 @@ def pairwise_table(invocations: pa.Table, clusters: Mapping[str, str] | None = N
     a - b (flip the signs for b - a). See `glow.stats.paired_difference` for the statistics.
     """
     frame = _frame(invocations)
-    combos = sorted({(str(m), str(a)) for m, a in zip(frame["model"], frame["agent"], strict=True)})
+    cell = _codes(frame, ["scenario_id", "epoch"])
+    combo = _codes(frame, ["model", "agent"])
+    n_cells = int(cell.max()) + 1 if len(cell) else 0
+    n_combos = int(combo.max()) + 1 if len(combo) else 0
+    combo_first = np.unique(combo, return_index=True)[1]
+    names = [(str(frame["model"].iat[i]), str(frame["agent"].iat[i])) for i in combo_first]
+    # scores[cell, combo]: a cell is one invocation; rows made by hand may repeat one (averaged).
+    flat = cell * n_combos + combo
+    scored = ~np.isnan(frame["score"].to_numpy())
+    size = n_cells * n_combos
+    sums = np.bincount(flat[scored], frame["score"].to_numpy()[scored], minlength=size)
+    counts = np.bincount(flat[scored], minlength=size)
+    with np.errstate(invalid="ignore"):
+        scores = (sums / counts).reshape(n_cells, n_combos)
+    cell_first = np.unique(cell, return_index=True)[1]
+    row_category, category_names = pd.factorize(frame["category"])
+    cell_category = row_category[cell_first]
+    cell_cluster = cluster_labels(frame["scenario_id"].iloc[cell_first], clusters)
+    order = sorted(range(n_combos), key=lambda c: names[c])
+
     rows: list[dict[str, Any]] = []
     for category in _categories(frame):
-        part = frame if category == OVERALL else frame[frame["category"] == category]
-        # A cell is one invocation; rows made by hand may repeat one: their scores are averaged.
-        scores = part.groupby(_CELL, observed=True)["score"].mean().unstack(["model", "agent"])
-        scenario_ids = scores.index.get_level_values("scenario_id").to_series()
-        codes = cluster_labels(scenario_ids, clusters)
-        for a, b in combinations(combos, 2):
-            if a not in scores.columns and b not in scores.columns:
+        if category == OVERALL:
+            in_category, ran = np.ones(n_cells, dtype=bool), set(range(n_combos))
+        else:
+            code = list(map(str, category_names)).index(category)
+            in_category = cell_category == code
+            ran = set(np.unique(combo[row_category == code]).tolist())
+        codes = cell_cluster[in_category]
+        for a, b in combinations(order, 2):
+            if a not in ran and b not in ran:
                 continue  # neither ran in this category
-            result = stats.paired_difference(_scores(scores, a), _scores(scores, b), codes)
+            result = stats.paired_difference(scores[in_category, a], scores[in_category, b], codes)
             rows.append(
                 {
-                    "model_a": a[0],
-                    "agent_a": a[1],
-                    "model_b": b[0],
-                    "agent_b": b[1],
+                    "model_a": names[a][0],
+                    "agent_a": names[a][1],
+                    "model_b": names[b][0],
+                    "agent_b": names[b][1],
                     "category": category,
                     **result.as_dict(),
                 }
             )
     return pa.Table.from_pylist(rows, schema=PAIRWISE_SCHEMA)
-
-
-def _scores(scores: pd.DataFrame, combo: tuple[str, str]) -> np.ndarray:
-    if combo in scores.columns:
-        return scores[combo].to_numpy(dtype=np.float64)
-    return np.full(len(scores), np.nan)
 
 
 def _known_cost(costs: pd.Series, statuses: pd.Series) -> float | None:
@@ -197,10 +223,19 @@ def regression_table(
     and passed; ``newly_failing`` passed in base and not in new, ``newly_passing`` the reverse.
     Costs are the shared cells' ``cost_usd`` summed over finished cells (unknown if any is).
     """
+    new_frame, base_frame = _frame(new), _frame(base)
+    # Both runs' cell keys on one set of codes, then a join on one int64 key.
+    for column in _CELL[:3]:
+        categories = new_frame[column].cat.categories.union(base_frame[column].cat.categories)
+        new_frame[column] = new_frame[column].cat.set_categories(categories)
+        base_frame[column] = base_frame[column].cat.set_categories(categories)
+    both = pd.concat([new_frame[_CELL], base_frame[_CELL]], ignore_index=True)
+    key = _codes(both, _CELL)
+    new_frame["key"], base_frame["key"] = key[: len(new_frame)], key[len(new_frame) :]
     # A cell is one invocation; if hand-made rows repeat one, the last row stands for it.
-    new_cells = _frame(new).drop_duplicates(_CELL, keep="last")
-    base_cells = _frame(base).drop_duplicates(_CELL, keep="last")
-    shared = new_cells.merge(base_cells, on=_CELL, suffixes=("_new", "_base"))
+    new_cells = new_frame.drop_duplicates("key", keep="last")
+    base_cells = base_frame.drop_duplicates("key", keep="last").drop(columns=_CELL)
+    shared = new_cells.merge(base_cells, on="key", suffixes=("_new", "_base"))
     shared["category"] = shared["category_new"].astype(str)
     rows: list[dict[str, Any]] = []
     for category in _categories(shared):
@@ -285,7 +320,7 @@ def regression_markdown(table: pa.Table) -> str:
         lines.append(
             f"| {row['model']} | {row['agent']} | {row['category']} | {row['n_pairs']} "
             f"| {_fmt(row['mean_base'])} | {_fmt(row['mean_new'])} | {_fmt(row['delta'], '+.3f')} "
-            f"| {_fmt(row['ci95_low'], '+.3f')} to {_fmt(row['ci95_high'], '+.3f')} "
+            f"| [{_fmt(row['ci95_low'], '+.3f')}, {_fmt(row['ci95_high'], '+.3f')}] "
             f"| {_fmt(row['p_value'])} | {row['newly_failing']} | {row['newly_passing']} "
             f"| {_money(row['cost_delta_usd'])} |"
         )
@@ -297,7 +332,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def _money(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:+.4f} USD"
+    return "unknown" if value is None else f"{value:+.6f} USD"
 
 
 def compare_tests(

@@ -148,9 +148,11 @@ def _cluster_codes(clusters: Sequence[Any] | np.ndarray | None, n: int) -> np.nd
     if len(clusters) != n:
         raise ValueError(f"{len(clusters)} cluster labels for {n} values")
     labels = np.asarray(clusters)
-    if labels.dtype.kind not in "iu":  # integer codes as they are; anything else by its text
-        labels = labels.astype(object).astype(str)
-    _, codes = np.unique(labels, return_inverse=True)
+    if labels.dtype.kind in "iu" and (n == 0 or labels.min() >= 0):
+        # Integer codes (the comparison tables' case): renumber densely in O(n), no sort.
+        present = np.bincount(labels) > 0 if n else np.zeros(0, dtype=bool)
+        return (np.cumsum(present) - 1)[labels] if n else labels.astype(np.int64)
+    _, codes = np.unique(labels.astype(object).astype(str), return_inverse=True)
     return codes.reshape(-1)
 
 
@@ -222,13 +224,15 @@ def paired_difference(
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"paired_difference: {len(a_arr)} scores for a but {len(b_arr)} for b")
     keep = ~(np.isnan(a_arr) | np.isnan(b_arr))
-    codes = _cluster_codes(clusters, len(a_arr))[keep]
+    if clusters is not None and len(clusters) != len(a_arr):
+        raise ValueError(f"{len(clusters)} cluster labels for {len(a_arr)} pairs")
     a_arr, b_arr = a_arr[keep], b_arr[keep]
     n = len(a_arr)
+    codes = _cluster_codes(None if clusters is None else np.asarray(clusters)[keep], n)
     diff = a_arr - b_arr
     wins = int(np.sum(diff > TIE_TOLERANCE))
     losses = int(np.sum(diff < -TIE_TOLERANCE))
-    g = len(np.unique(codes))
+    g = int(codes.max()) + 1 if n else 0  # codes are dense
     if n == 0:
         return PairedResult(0, 0, None, None, None, None, None, None, None, PAIRED_METHOD, 0, 0, 0)
     mean = float(diff.mean())
