@@ -128,6 +128,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from glow import stats
+from glow.comparison import cluster_labels
 from glow.models import AggregatedRow, Generation, Invocation, SkippedCell, Status
 
 SCHEMA_VERSION = "1"
@@ -631,8 +632,6 @@ def aggregate(
     gen = _frame(generations, ["role"], ["cost_usd"])
 
     skipped_frame = _skipped_frame(invocations, skipped, skipped_categories, test_id)
-    from glow.comparison import cluster_labels
-
     cluster_codes = cluster_labels(inv["scenario_id"], clusters)
     levels = [
         _level(inv, gen, position, skipped_frame, keys, standards, epochs, cluster_codes)
