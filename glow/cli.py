@@ -283,6 +283,7 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
         shown = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
         bar.update(task_id, completed=done, total=total, s=shown)
 
+    _hide_cancel_noise()
     unsubscribe = progress.subscribe(on_progress)
     try:
         with bar:
@@ -317,6 +318,34 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
         )
         console().print(f"  {_resume_command(path, result['test_id'])}", highlight=False)
     return result
+
+
+def _hide_cancel_noise() -> None:
+    """Keep Prefect's ERROR lines about a cancel out of the terminal (not out of its UI).
+
+    A cancel abandons the cells in flight, which Prefect then logs as crashed, and the flow run
+    as finished Cancelled, each at ERROR: a wall of alarms for what the user asked for. The
+    summary printed after the run says what happened; the Prefect UI still has every line.
+    """
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _CancelNoise) for f in handler.filters
+        ):
+            handler.addFilter(_CancelNoise())
+
+
+class _CancelNoise:
+    """A logging filter: drops the records Prefect writes for the cells a cancel abandons."""
+
+    MARKS = ("cancelled by the runtime environment", "Finished in state Cancelled")
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        return not any(mark in message for mark in self.MARKS)
 
 
 def _counts_text(counts: dict[str, int]) -> str:
