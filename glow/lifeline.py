@@ -23,11 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
-
-# How long the group gets to stop on SIGTERM once the parent is gone, before SIGKILL.
-GRACE_S = 3.0
 
 
 def lifeline_popen_kwargs() -> dict[str, Any]:
@@ -62,19 +58,19 @@ def watch_parent(stream: Any = None) -> threading.Thread:
 
 
 def _end_group() -> None:
-    """SIGTERM this process's group (this process and its children), then SIGKILL it."""
+    """SIGKILL this process's group: this process and everything it started.
+
+    No SIGTERM first: the parent that wanted the results is gone, and a process that does not
+    handle SIGTERM would die of it before it could escalate to its children (the grandchildren
+    that ignore it would stay).
+    """
     if os.name != "posix":
         os._exit(1)
     group = os.getpgrp()
     if group != os.getpid():
-        # Not a group leader (started without a lifeline's session): end only this process.
+        # Not a group leader (started without lifeline_popen_kwargs): end only this process.
         os.kill(os.getpid(), signal.SIGKILL)
         return
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    time.sleep(GRACE_S)
     os.killpg(group, signal.SIGKILL)
 
 
