@@ -386,6 +386,8 @@ def _report_cancelled(path: Path, state: Any) -> dict[str, Any]:
 
 def print_failures(test_id: str, store: Any = None) -> None:
     """Failed cells grouped by error type: how many, and one example message each."""
+    from rich.markup import escape
+
     from glow.models import Status
     from glow.store import Store
 
@@ -403,8 +405,10 @@ def print_failures(test_id: str, store: Any = None) -> None:
         if len(message) > 300:
             message = message[:297] + "..."
         console().print(
-            f"  {error_type}: {len(members)} (e.g. {example.model} on "
-            f"{example.scenario_id}: {message or 'no message'})",
+            escape(
+                f"  {error_type}: {len(members)} (e.g. {example.model} on "
+                f"{example.scenario_id}: {message or 'no message'})"
+            ),
             highlight=False,
             soft_wrap=True,
         )
