@@ -204,8 +204,10 @@ async def run_test(
     await asyncio.gather(*pending_updates, return_exceptions=True)
     await aupdate_progress_artifact(progress_id, progress=100.0 * done / max(total, 1))
     built = await aggregate(test_id)
+    status = "completed"
     if context.budget is not None and context.budget.exhausted:
-        store.update_test(test_id, status="budget_exhausted")
+        status = "budget_exhausted"
+        store.update_test(test_id, status=status)
         print(
             f"test {test_id}: budget exhausted; "
             f"spent ${context.budget.spent_usd:.4f} of ${context.budget.limit_usd:g}; "
@@ -215,6 +217,7 @@ async def run_test(
         store.update_test(test_id, status="completed")
     return {
         "test_id": test_id,
+        "status": status,  # completed or budget_exhausted (the CLI's exit code tells them apart)
         "flow_run_id": flow_run_id,
         # the cells' task runs plus `aggregate`: what the Prefect UI shows once it has caught up
         "task_runs": len(todo) + 1,

@@ -56,15 +56,49 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
 
-def _start_simulator_if_needed(path: Path, stack: ExitStack) -> None:
-    """The quickstart's models live in the bundled simulator; start it when a test needs it."""
-    if "GLOW_SIMULATOR_URL" in os.environ or "${GLOW_SIMULATOR_URL" not in path.read_text():
+EXIT_CANCELLED = 3  # the run was cancelled (Prefect UI or API); --resume continues it
+EXIT_BUDGET = 4  # the test's budget_usd was spent; raise it, then --resume
+
+
+def _reserve_simulator(path: Path) -> int | None:
+    """The port the bundled simulator will listen on, when this test needs it (else None).
+
+    The quickstart's models live in the simulator, whose address the test file names as
+    ${GLOW_SIMULATOR_URL}. The address is fixed here, before anything starts, so that the test
+    file can be loaded and checked first: bad input is reported (exit 2) before any process runs.
+    """
+    if "GLOW_SIMULATOR_URL" in os.environ or not path.is_file():
+        return None
+    if "${GLOW_SIMULATOR_URL" not in path.read_text(encoding="utf-8", errors="replace"):
+        return None
+    from glow.prefect_server import free_port
+
+    port = free_port()
+    os.environ["GLOW_SIMULATOR_URL"] = f"http://127.0.0.1:{port}/v1"
+    os.environ.setdefault("GLOW_SIM_API_KEY", "sim-local-key")
+    return port
+
+
+def _check_simulator_scenarios() -> None:
+    """The simulator reads every scenario file under data/scenarios: a bad line is bad input."""
+    from glow.simulator import load_scenarios
+
+    try:
+        load_scenarios()
+    except (ValueError, OSError) as exc:
+        raise GlowError(str(exc)) from None
+
+
+def _start_simulator_if_needed(port: int | None, stack: ExitStack) -> None:
+    """Start the bundled simulator on the reserved port; it dies with this process."""
+    if port is None:
         return
     from glow.simulator import SimulatorProcess
 
-    sim = stack.enter_context(SimulatorProcess())
-    os.environ["GLOW_SIMULATOR_URL"] = sim.url
-    os.environ.setdefault("GLOW_SIM_API_KEY", "sim-local-key")
+    try:
+        sim = stack.enter_context(SimulatorProcess(port=port))
+    except RuntimeError as exc:
+        fail(f"the bundled model simulator did not start: {exc}", code=1)
     console().print(f"[dim]started the bundled model simulator at {sim.url}[/]")
 
 
@@ -133,17 +167,42 @@ def run(
         str | None, typer.Option(help="Continue this test_id: completed cells are not re-run.")
     ] = None,
 ) -> None:
-    """Run a test locally through the run-test Prefect flow, with a live progress bar."""
+    """Run a test locally through the run-test Prefect flow, with a live progress bar.
+
+    Exit codes: 0 done, 2 bad input or an unusable setup (nothing started), 3 cancelled,
+    4 budget exhausted (3 and 4 print the `--resume` command that continues the test).
+    """
     from glow.spec import load_test, preflight
 
+    # Everything is checked before any process (simulator, Prefect server) starts.
+    _check_prefect_api()
+    sim_port = _reserve_simulator(path)
+    try:
+        loaded = load_test(path)
+        preflight(loaded)
+        if sim_port is not None:
+            _check_simulator_scenarios()
+    except GlowError as exc:
+        fail(str(exc))
     with ExitStack() as stack:
-        try:
-            _start_simulator_if_needed(path, stack) if path.is_file() else None
-            loaded = load_test(path)
-            preflight(loaded)
-        except GlowError as exc:
-            fail(str(exc))
+        _start_simulator_if_needed(sim_port, stack)
         _run_flow(path, resume)
+
+
+def _check_prefect_api() -> None:
+    """A configured PREFECT_API_URL must answer, or the run is refused before it starts."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return
+    from glow.prefect_server import api_problem
+
+    problem = api_problem(url)
+    if problem:
+        fail(
+            f"PREFECT_API_URL={url} {problem}. Start that Prefect server "
+            "(`prefect server start`), or unset PREFECT_API_URL to let `glow run` start an "
+            "embedded one."
+        )
 
 
 def _run_flow(path: Path, resume: str | None) -> None:
@@ -159,6 +218,10 @@ def _run_flow(path: Path, resume: str | None) -> None:
         result = _run_flow_on_prefect(path, resume)
         if embedded and api_url and result.get("flow_run_id"):
             _wait_for_prefect(api_url, result["flow_run_id"], result["task_runs"])
+    if result.get("status") == "cancelled":
+        raise typer.Exit(EXIT_CANCELLED)
+    if result.get("status") == "budget_exhausted":
+        raise typer.Exit(EXIT_BUDGET)
 
 
 def _wait_for_prefect(api_url: str, flow_run_id: str, expected: int) -> None:
@@ -220,10 +283,16 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
         shown = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
         bar.update(task_id, completed=done, total=total, s=shown)
 
+    _hide_cancel_noise()
     unsubscribe = progress.subscribe(on_progress)
     try:
         with bar:
-            result = run_test(path=str(path), test_id=resume, resume=resume is not None)
+            state = run_test(
+                path=str(path), test_id=resume, resume=resume is not None, return_state=True
+            )
+        if state.is_cancelled():
+            return _report_cancelled(path, state)
+        result = state.result()
     except GlowError as exc:
         fail(str(exc))
     finally:
@@ -240,7 +309,109 @@ def _run_flow_on_prefect(path: Path, resume: str | None) -> dict[str, Any]:
     aggregated = pq.read_table(result["paths"]["aggregated"])
     print_leaderboard(results_mod.leaderboard(aggregated), "Leaderboard")
     print_summary(summary, result["paths"])
+    print_failures(result["test_id"])
+    if result.get("status") == "budget_exhausted":
+        counts = result["counts"]
+        console().print(
+            f"\n[bold yellow]budget exhausted[/]: {_counts_text(counts)}; the cells not started "
+            "stay queued. Raise budget_usd in the test file, then continue with:"
+        )
+        console().print(f"  {_resume_command(path, result['test_id'])}", highlight=False)
     return result
+
+
+def _hide_cancel_noise() -> None:
+    """Keep Prefect's ERROR lines about a cancel out of the terminal (not out of its UI).
+
+    A cancel abandons the cells in flight, which Prefect then logs as crashed, and the flow run
+    as finished Cancelled, each at ERROR: a wall of alarms for what the user asked for. The
+    summary printed after the run says what happened; the Prefect UI still has every line.
+    """
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _CancelNoise) for f in handler.filters
+        ):
+            handler.addFilter(_CancelNoise())
+
+
+class _CancelNoise:
+    """A logging filter: drops the records Prefect writes for the cells a cancel abandons."""
+
+    MARKS = ("cancelled by the runtime environment", "Finished in state Cancelled")
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        return not any(mark in message for mark in self.MARKS)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    shown = ", ".join(f"{counts[k]} {k}" for k in sorted(counts) if counts[k])
+    return f"{shown} (of {total} cells)"
+
+
+def _resume_command(path: Path, test_id: str) -> str:
+    import shlex
+
+    return f"glow run {shlex.quote(str(path))} --resume {shlex.quote(test_id)}"
+
+
+def _report_cancelled(path: Path, state: Any) -> dict[str, Any]:
+    """What a cancelled run did, and how to continue it (no traceback: a cancel is no crash)."""
+    from glow.settings import get_settings
+    from glow.store import Store
+
+    flow_run_id = state.state_details.flow_run_id
+    store = Store.from_settings()
+    test_id = store.test_for_flow_run(str(flow_run_id)) if flow_run_id else None
+    if test_id is None:
+        console().print("\n[bold yellow]cancelled[/] before any cell ran; nothing to resume.")
+        return {"status": "cancelled"}
+    counts = store.count_invocations(test_id)
+    console().print(
+        f"\n[bold yellow]test {test_id} cancelled[/]: {_counts_text(counts)}; "
+        "unfinished cells are terminated and run again on resume."
+    )
+    folder = get_settings().results_root / test_id
+    console().print(f"  results of the completed cells: {folder}", highlight=False, soft_wrap=True)
+    print_failures(test_id, store)
+    console().print("Continue it with:")
+    console().print(f"  {_resume_command(path, test_id)}", highlight=False, soft_wrap=True)
+    return {"status": "cancelled", "test_id": test_id}
+
+
+def print_failures(test_id: str, store: Any = None) -> None:
+    """Failed cells grouped by error type: how many, and one example message each."""
+    from rich.markup import escape
+
+    from glow.models import Status
+    from glow.store import Store
+
+    store = store or Store.from_settings()
+    failed = store.list_invocations(test_id, status=Status.failed)
+    if not failed:
+        return
+    groups: dict[str, list[Any]] = {}
+    for invocation in failed:
+        groups.setdefault(invocation.error_type or "unknown", []).append(invocation)
+    console().print(f"\n[bold red]{len(failed)} failed cells[/], by error type:")
+    for error_type, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        example = members[0]
+        message = " ".join((example.error_message or "").split())
+        if len(message) > 300:
+            message = message[:297] + "..."
+        console().print(
+            escape(
+                f"  {error_type}: {len(members)} (e.g. {example.model} on "
+                f"{example.scenario_id}: {message or 'no message'})"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from glow.lifeline import lifeline_popen_kwargs, stop_group
+
 # Prefect records each task-run event with an insert of its own by default (batch size 1): on
 # two cores its server then falls tens of seconds behind a 1,000-cell test and costs more CPU
 # than the test itself. Batching the recorder cut the server's CPU per cell by more than half in
@@ -37,10 +39,33 @@ SERVER_SETTINGS = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the caller binds it soon after)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def api_problem(url: str, timeout_s: float = 5.0) -> str | None:
+    """Why the Prefect API at `url` cannot be used, or None when it answers.
+
+    Checked before a run starts anything: Prefect's client retries a server that does not answer
+    for a long while and then fails with an httpx traceback. Only a server that does not answer
+    (or says it is broken) is refused; an auth error is left for Prefect to report.
+    """
+    health = f"{url.rstrip('/')}/health"
+    headers = {}
+    if os.environ.get("PREFECT_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['PREFECT_API_KEY']}"
+    try:
+        response = httpx.get(health, timeout=timeout_s, headers=headers)
+    except httpx.HTTPError as exc:
+        return f"does not answer ({type(exc).__name__}: {exc})"
+    if response.status_code == 404:
+        return "answers, but not as a Prefect API (GET /health: 404; the URL ends in /api)"
+    if response.status_code >= 500:
+        return f"answers GET /health with {response.status_code}"
+    return None
 
 
 @contextmanager
@@ -49,7 +74,7 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -63,6 +88,7 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
             [
                 sys.executable,
                 "-m",
+                "glow.lifeline",  # the server and its children die with this process
                 "uvicorn",
                 "--factory",
                 "prefect.server.api.server:create_app",
@@ -77,8 +103,8 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
             env=env,
+            **lifeline_popen_kwargs(),
         )
     try:
         deadline = time.monotonic() + startup_timeout_s
@@ -97,12 +123,7 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
         yield url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process, timeout=10)
 
 
 def recorded_task_runs(api_url: str, flow_run_id: str) -> int:

@@ -1366,13 +1366,17 @@ class SimulatorProcess(_Control):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
         )
+        from glow.lifeline import lifeline_popen_kwargs
+
+        # Under `glow.lifeline`: the simulator dies with this process, even on kill -9.
+        python, _, module, *args = self.command()
         self.process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
+            [python, "-m", "glow.lifeline", module, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            **lifeline_popen_kwargs(),
         )
         lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, args=(self.process.stdout, lines), daemon=True).start()
@@ -1412,18 +1416,17 @@ class SimulatorProcess(_Control):
         return "".join(self._stderr)
 
     def stop(self) -> int | None:
-        """Terminate (SIGTERM), wait `stop_timeout`, kill if needed; returns the exit code."""
+        """Terminate (SIGTERM), wait `stop_timeout`, kill if needed; returns the exit code.
+
+        The simulator's whole process group goes, and it goes by itself should this process
+        die first (`glow.lifeline`).
+        """
+        from glow.lifeline import stop_group
+
         process, self.process = self.process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return stop_group(process, self.stop_timeout)
 
     def __enter__(self) -> SimulatorProcess:
         self.start()

@@ -102,7 +102,8 @@ def test_ui_cancel_of_a_glow_run(tmp_path: Path, prefect_server: str, slow_sim: 
 
     env = _env(tmp_path, prefect_server, slow_sim)
     log = tmp_path / "run.log"
-    proc = _start([str(_write_test(tmp_path, slow_sim))], env, log)
+    yaml_path = _write_test(tmp_path, slow_sim)
+    proc = _start([str(yaml_path)], env, log)
     try:
         store = Store(env["GLOW_DATABASE_URL"])
         test_id = wait_for(_some_completed(store), 60, "a few completed cells")
@@ -129,6 +130,17 @@ def test_ui_cancel_of_a_glow_run(tmp_path: Path, prefect_server: str, slow_sim: 
         assert (invocations["status"] == "completed").sum() == counts["completed"]
         assert (invocations["status"] == "terminated").sum() == counts["terminated"]
         assert (folder / "aggregated.parquet").exists()
+
+        # A cancel is no crash: its own exit code, what happened, and how to continue.
+        output = log.read_text(errors="replace")
+        assert proc.returncode == 3, output
+        assert "Traceback" not in output
+        assert "Crash detected" not in output  # the abandoned cells are no alarm in the terminal
+        assert f"test {test_id} cancelled" in output
+        assert f"{counts['completed']} completed" in output
+        assert f"{counts['terminated']} terminated" in output
+        assert str(folder) in output
+        assert f"glow run {yaml_path} --resume {test_id}" in output
     finally:
         _stop(proc, log)
 
