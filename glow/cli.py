@@ -295,9 +295,14 @@ def regrade(
     test_id: Annotated[str, typer.Argument()],
     rubric: Annotated[str, typer.Option(help="Rubric name under rubrics/ or a YAML path.")],
 ) -> None:
-    """Grade a test's recorded traces again with a rubric; no model is called (judges may be)."""
+    """Grade a test's recorded outputs again with a rubric; no model is called (judges may be).
+
+    Completed invocations and those that failed in grading (judge_error,
+    judge_budget_exhausted) are graded; one whose judge fails again stays failed, never 0.
+    """
     from rich.progress import Progress
 
+    from glow.models import GRADING_ERRORS, Status
     from glow.store import Store
     from tasks.aggregate import build_results
     from tasks.grade import regrade_test
@@ -318,6 +323,26 @@ def regrade(
     console().print(f"regraded {count} invocations with {rubric}")
     print_leaderboard(built.leaderboard, f"Leaderboard of {test_id}")
     print_summary(built.summary, built.paths)
+    ungraded: dict[str, list[str]] = {}
+    for inv in store.list_invocations(test_id, status=Status.failed):
+        if inv.error_type in GRADING_ERRORS:
+            ungraded.setdefault(inv.error_type, []).append(inv.error_message or "")
+    if ungraded:
+        console().print(
+            "[yellow]not graded (their score is unknown, not 0; the outputs are kept): "
+            + ", ".join(f"{kind}: {len(msgs)}" for kind, msgs in sorted(ungraded.items()))
+            + "[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for kind, msgs in sorted(ungraded.items()):
+            console().print(f"  {kind}, e.g.: {msgs[0]}", highlight=False, soft_wrap=True)
+        console().print(
+            f"grade them once the judge answers: glow regrade {test_id} --rubric {rubric} "
+            f"(or glow run <test.yaml> --resume {test_id})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 app.add_typer(tests_app)

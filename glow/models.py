@@ -230,6 +230,14 @@ class Status(StrEnum):
 
 FINAL_STATUSES = frozenset({Status.completed, Status.failed, Status.terminated})
 
+# Error types of an invocation that failed in grading, not in its model call: a standard could
+# not be computed for an infrastructure reason, so its score is unknown (never 0). The model's
+# output, generations and trace are kept, and `--resume`, `glow regrade` and `invocation_run`
+# grade the recorded output again without calling the model under test.
+JUDGE_ERROR = "judge_error"  # the judge call failed after retries, or its reply had no score
+JUDGE_BUDGET_EXHAUSTED = "judge_budget_exhausted"  # the test's budget_usd refused the judge call
+GRADING_ERRORS = frozenset({JUDGE_ERROR, JUDGE_BUDGET_EXHAUSTED})
+
 INVOCATION_NAMESPACE = uuid.UUID("6f1c1b5e-8f8a-4b8e-9a57-0c6f3c0a9d21")
 
 
