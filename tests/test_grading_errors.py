@@ -218,9 +218,7 @@ def test_unparseable_judge_answers_end_judge_error(
             assert len(store.judge_cost(inv.invocation_id)) == 2
 
 
-def test_judge_refused_by_the_budget_then_graded_on_resume(
-    glow_env: Path, simulator: Any
-) -> None:
+def test_judge_refused_by_the_budget_then_graded_on_resume(glow_env: Path, simulator: Any) -> None:
     from flows.run_test import run_test_sync as run_test
     from glow.budget import spent_usd
     from glow.models import Generation
