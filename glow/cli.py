@@ -79,7 +79,11 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 
 def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
+    """Leaderboard rows (or AggregatedResults rows) as a table. A score marked with the
+    failures marker leaves failed invocations out; the `failed = 0` columns count them as 0."""
     from rich.table import Table
+
+    from glow.results import FAILURES_MARKER, failures_marker
 
     table = Table(title=title, title_justify="left")
     for col in (
@@ -91,25 +95,39 @@ def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
         "score",
         "95% CI",
         "pass rate",
+        "score (failed = 0)",
+        "pass (failed = 0)",
         "cost",
         "p50 latency",
     ):
         table.add_column(col, justify="left" if col in ("model", "agent") else "right")
+    marked = False
     for row in rows:
         ci = f"{_num(row.get('ci95_low'), '.2f')}-{_num(row.get('ci95_high'), '.2f')}"
+        marker = row["marker"] if "marker" in row else failures_marker(row)
+        marked = marked or bool(marker)
         table.add_row(
             str(row["model"]),
             str(row["agent"]),
             str(row["n"]),
-            str(row["completed"]),
-            str(row["failed"]),
-            _num(row.get("mean_score")),
+            str(row.get("completed", row.get("n_completed"))),
+            str(row.get("failed", row.get("n_failed"))),
+            _num(row.get("mean_score")) + marker,
             ci,
-            _num(row.get("pass_rate"), ".1%"),
+            _num(row.get("pass_rate"), ".1%") + marker,
+            _num(row.get("mean_score_all")),
+            _num(row.get("pass_rate_all"), ".1%"),
             _money(row.get("cost_usd")),
             f"{_num(row.get('latency_p50_s'), '.2f')}s",
         )
     console().print(table)
+    if marked:
+        console().print(
+            f"{FAILURES_MARKER} score and pass rate leave failed invocations out; "
+            "'failed = 0' counts them as 0 (mean_score_all, pass_rate_all in aggregated.parquet)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_summary(summary: dict[str, Any], paths: dict[str, Any]) -> None:

@@ -440,6 +440,18 @@ class AggregatedRow(BaseModel):
     ci95_low: float | None
     ci95_high: float | None
     pass_rate: float | None
+    mean_score_all: float | None = Field(
+        None, description="Mean score with failed invocations counted as 0 (see glow.results)."
+    )
+    stderr_all: float | None = None
+    ci95_low_all: float | None = None
+    ci95_high_all: float | None = None
+    pass_rate_all: float | None = Field(
+        None, description="Pass rate with failed invocations counted as not passed."
+    )
+    n_grading_failed: int = Field(
+        0, description="Failed in grading (GRADING_ERRORS): score unknown, in neither mean."
+    )
     pass_at_k: float | None = Field(None, description="Set when epochs > 1; k = epochs.")
     k: int = 1
     input_tokens: int
