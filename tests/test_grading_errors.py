@@ -220,12 +220,7 @@ def test_unparseable_judge_answers_end_judge_error(
 
 def test_judge_refused_by_the_budget_then_graded_on_resume(glow_env: Path, simulator: Any) -> None:
     from flows.run_test import run_test_sync as run_test
-    from glow.budget import spent_usd
-    from glow.models import Generation
-    from glow.spec import load_test
     from glow.store import Store
-    from tasks.aggregate import build_results
-    from tasks.run_invocation import TestContext
 
     sim_url = os.environ["GLOW_SIMULATOR_URL"]
     # One judged cell at a time; the budget is spent by the model's first call.
@@ -242,30 +237,6 @@ def test_judge_refused_by_the_budget_then_graded_on_resume(glow_env: Path, simul
     assert inv.status.value == "failed" and inv.error_type == "judge_budget_exhausted"
     assert inv.output and "budget" in (inv.error_message or "")
 
-    # A late run that was discarded still paid for its generation (the store keeps it): the
-    # results' totals and a resumed test's budget count it.
-    late = Generation(
-        test_id=test_id,
-        invocation_id=inv.invocation_id,
-        run_id="discarded-late-run",
-        model=MODEL,
-        litellm_model="openai/sim-strong",
-        provider="openai",
-        input_tokens=10,
-        output_tokens=10,
-        cost_usd=0.25,
-    )
-    before = build_results(store, test_id).summary["total_cost_usd"]
-    store.add_generations([late])
-    built = build_results(store, test_id)
-    assert built.summary["total_cost_usd"] == pytest.approx(before + 0.25)
-    assert built.leaderboard[0]["cost_usd"] == pytest.approx(before + 0.25)
-    loaded = load_test(path)
-    loaded.spec.budget_usd = 1.0
-    budget = TestContext(test_id, loaded, store).budget
-    assert budget is not None and budget.spent_usd == pytest.approx(before + 0.25)
-    assert spent_usd(store, test_id) == pytest.approx(before + 0.25)
-
     spec["budget_usd"] = 1.0
     path.write_text(yaml.safe_dump(spec))
     judge_before, model_before = requests_of(simulator, "sim-judge"), requests_of(simulator, MODEL)
@@ -273,4 +244,66 @@ def test_judge_refused_by_the_budget_then_graded_on_resume(glow_env: Path, simul
     assert requests_of(simulator, MODEL) == model_before
     assert requests_of(simulator, "sim-judge") == judge_before + 1
     assert again["counts"] == {"completed": 1}
-    assert again["summary"]["total_cost_usd"] > before + 0.25
+    graded = store.get_invocation(inv.invocation_id)
+    assert graded.score is not None and graded.output == inv.output
+
+
+def test_totals_and_the_budget_on_resume_count_every_generation_paid_for(
+    glow_env: Path, simulator: Any
+) -> None:
+    from flows.run_test import run_test_sync as run_test
+    from glow.models import Generation
+    from glow.spec import load_test
+    from glow.store import Store
+    from tasks.aggregate import build_results
+    from tasks.run_invocation import TestContext
+
+    spec = yaml.safe_load((ROOT / "data/tests/quickstart.yaml").read_text())
+    strong = next(m for m in spec["models"] if m["name"] == MODEL)
+    # Not a simulator model: its calls fail at once and cost nothing; a resume runs them again.
+    missing = dict(strong, name="sim-missing", model="openai/sim-missing")
+    path = write_test(
+        glow_env,
+        os.environ["GLOW_SIMULATOR_URL"],
+        models=[strong, missing],
+        rubric="exact_answer",
+        budget_usd=1.0,
+        max_retries=0,
+    )
+    first = run_test(path=str(path))
+    store = Store.from_settings()
+    test_id = first["test_id"]
+    done = store.list_invocations(test_id, status="completed")
+    assert done and len(store.list_invocations(test_id, status="failed")) == 3
+    spent_before = first["summary"]["total_cost_usd"]
+
+    # A late run that was discarded (terminated while its call was in flight) still paid for
+    # its generation, which the store keeps: the totals and the budget count it.
+    store.add_generations(
+        [
+            Generation(
+                test_id=test_id,
+                invocation_id=done[0].invocation_id,
+                run_id="a-discarded-late-run",
+                model=MODEL,
+                litellm_model=strong["model"],
+                provider="openai",
+                input_tokens=1000,
+                output_tokens=1000,
+                cost_usd=2.0,
+            )
+        ]
+    )
+    built = build_results(store, test_id)
+    assert built.summary["total_cost_usd"] == pytest.approx(spent_before + 2.0)
+    board = {r["model"]: r for r in built.leaderboard}
+    assert board[MODEL]["cost_usd"] == pytest.approx(spent_before + 2.0)
+    budget = TestContext(test_id, load_test(path), store).budget
+    assert budget is not None and budget.spent_usd == pytest.approx(spent_before + 2.0)
+
+    # Resumed, the budget is already spent: the failed cells are not started again.
+    unknown_before = simulator.stats()["unknown_model_requests"]
+    again = run_test(path=str(path), test_id=test_id, resume=True)
+    assert simulator.stats()["unknown_model_requests"] == unknown_before
+    assert store.get_test(test_id).status == "budget_exhausted"
+    assert again["counts"] == first["counts"]
