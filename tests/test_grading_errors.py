@@ -70,6 +70,16 @@ def write_test(
     return path
 
 
+def leaderboard_artifacts() -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"]))
+        )
+
+
 def requests_of(sim: Any, model: str) -> int:
     return int(sim.stats()["models"].get(model, {}).get("requests", 0))
 
@@ -276,6 +286,17 @@ def test_totals_and_the_budget_on_resume_count_every_generation_paid_for(
     done = store.list_invocations(test_id, status="completed")
     assert done and len(store.list_invocations(test_id, status="failed")) == 3
     spent_before = first["summary"]["total_cost_usd"]
+    # The failed model's mean over completed cells is empty, with failures as 0 it is 0: the
+    # Prefect leaderboard artifact's data marks the row.
+    boards = [json.loads(a.data) for a in leaderboard_artifacts()]
+    (missing_row,) = [
+        r
+        for board in boards
+        for r in board
+        if r["test_id"] == test_id and r["model"] == "sim-missing"
+    ]
+    assert missing_row["mean_score"] is None and missing_row["mean_score_all"] == 0.0
+    assert missing_row["marker"] == "\u2020"
 
     # A late run that was discarded (terminated while its call was in flight) still paid for
     # its generation, which the store keeps: the totals and the budget count it.
