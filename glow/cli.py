@@ -69,7 +69,8 @@ def _start_simulator_if_needed(path: Path, stack: ExitStack) -> None:
 
 
 def _money(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.4f}"
+    # NaN is how pandas rows (`glow results --categories`) carry an unknown cost
+    return "unknown" if value is None or value != value else f"${value:.4f}"
 
 
 def _num(value: Any, fmt: str = ".3f") -> str:
