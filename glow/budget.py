@@ -2,13 +2,35 @@
 
 Checked before every model or judge call starts and charged when one answers, so once the
 budget is spent no new call begins; the overshoot is bounded by the calls already in flight.
+
+What a resumed (or regraded) test has already spent is the sum of its stored generations:
+every model and judge call ever paid for, including earlier runs of re-run cells and late runs
+that were discarded, not just the cost of each invocation's latest run.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from glow.errors import BudgetExhausted
+
+if TYPE_CHECKING:
+    from glow.store import Store
+
+
+def spent_usd(store: Store, test_id: str) -> float:
+    """USD a test has spent so far: the known costs of all its generations (an unknown price
+    counts nothing; a test with a budget refuses unpriced models up front)."""
+    from sqlalchemy import func, select
+
+    from glow.store import tables as t
+
+    query = select(func.coalesce(func.sum(t.generations.c.cost_usd), 0.0)).where(
+        t.generations.c.test_id == test_id
+    )
+    with store.engine.connect() as conn:
+        return float(conn.execute(query).scalar_one())
 
 
 class Budget:

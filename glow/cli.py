@@ -103,7 +103,8 @@ def _start_simulator_if_needed(port: int | None, stack: ExitStack) -> None:
 
 
 def _money(value: float | None) -> str:
-    return "unknown" if value is None else f"${value:.4f}"
+    # NaN is how pandas rows (`glow results --categories`) carry an unknown cost
+    return "unknown" if value is None or value != value else f"${value:.4f}"
 
 
 def _num(value: Any, fmt: str = ".3f") -> str:
@@ -113,7 +114,11 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 
 def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
+    """Leaderboard rows (or AggregatedResults rows) as a table. A score marked with the
+    failures marker leaves failed invocations out; the `failed = 0` columns count them as 0."""
     from rich.table import Table
+
+    from glow.results import FAILURES_MARKER, failures_marker
 
     table = Table(title=title, title_justify="left")
     for col in (
@@ -125,25 +130,39 @@ def print_leaderboard(rows: list[dict[str, Any]], title: str) -> None:
         "score",
         "95% CI",
         "pass rate",
+        "score (failed = 0)",
+        "pass (failed = 0)",
         "cost",
         "p50 latency",
     ):
         table.add_column(col, justify="left" if col in ("model", "agent") else "right")
+    marked = False
     for row in rows:
         ci = f"{_num(row.get('ci95_low'), '.2f')}-{_num(row.get('ci95_high'), '.2f')}"
+        marker = row["marker"] if "marker" in row else failures_marker(row)
+        marked = marked or bool(marker)
         table.add_row(
             str(row["model"]),
             str(row["agent"]),
             str(row["n"]),
-            str(row["completed"]),
-            str(row["failed"]),
-            _num(row.get("mean_score")),
+            str(row.get("completed", row.get("n_completed"))),
+            str(row.get("failed", row.get("n_failed"))),
+            _num(row.get("mean_score")) + marker,
             ci,
-            _num(row.get("pass_rate"), ".1%"),
+            _num(row.get("pass_rate"), ".1%") + marker,
+            _num(row.get("mean_score_all")),
+            _num(row.get("pass_rate_all"), ".1%"),
             _money(row.get("cost_usd")),
             f"{_num(row.get('latency_p50_s'), '.2f')}s",
         )
     console().print(table)
+    if marked:
+        console().print(
+            f"{FAILURES_MARKER} score and pass rate leave failed invocations out; "
+            "'failed = 0' counts them as 0 (mean_score_all, pass_rate_all in aggregated.parquet)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_summary(summary: dict[str, Any], paths: dict[str, Any]) -> None:
@@ -532,9 +551,14 @@ def regrade(
     test_id: Annotated[str, typer.Argument()],
     rubric: Annotated[str, typer.Option(help="Rubric name under rubrics/ or a YAML path.")],
 ) -> None:
-    """Grade a test's recorded traces again with a rubric; no model is called (judges may be)."""
+    """Grade a test's recorded outputs again with a rubric; no model is called (judges may be).
+
+    Completed invocations and those that failed in grading (judge_error,
+    judge_budget_exhausted) are graded; one whose judge fails again stays failed, never 0.
+    """
     from rich.progress import Progress
 
+    from glow.models import GRADING_ERRORS, Status
     from glow.store import Store
     from tasks.aggregate import build_results
     from tasks.grade import regrade_test
@@ -555,6 +579,26 @@ def regrade(
     console().print(f"regraded {count} invocations with {rubric}")
     print_leaderboard(built.leaderboard, f"Leaderboard of {test_id}")
     print_summary(built.summary, built.paths)
+    ungraded: dict[str, list[str]] = {}
+    for inv in store.list_invocations(test_id, status=Status.failed):
+        if inv.error_type in GRADING_ERRORS:
+            ungraded.setdefault(inv.error_type, []).append(inv.error_message or "")
+    if ungraded:
+        console().print(
+            "[yellow]not graded (their score is unknown, not 0; the outputs are kept): "
+            + ", ".join(f"{kind}: {len(msgs)}" for kind, msgs in sorted(ungraded.items()))
+            + "[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for kind, msgs in sorted(ungraded.items()):
+            console().print(f"  {kind}, e.g.: {msgs[0]}", highlight=False, soft_wrap=True)
+        console().print(
+            f"grade them once the judge answers: glow regrade {test_id} --rubric {rubric} "
+            f"(or glow run <test.yaml> --resume {test_id})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 app.add_typer(tests_app)

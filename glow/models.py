@@ -236,6 +236,14 @@ class Status(StrEnum):
 
 FINAL_STATUSES = frozenset({Status.completed, Status.failed, Status.terminated})
 
+# Error types of an invocation that failed in grading, not in its model call: a standard could
+# not be computed for an infrastructure reason, so its score is unknown (never 0). The model's
+# output, generations and trace are kept, and `--resume`, `glow regrade` and `invocation_run`
+# grade the recorded output again without calling the model under test.
+JUDGE_ERROR = "judge_error"  # the judge call failed after retries, or its reply had no score
+JUDGE_BUDGET_EXHAUSTED = "judge_budget_exhausted"  # the test's budget_usd refused the judge call
+GRADING_ERRORS = frozenset({JUDGE_ERROR, JUDGE_BUDGET_EXHAUSTED})
+
 INVOCATION_NAMESPACE = uuid.UUID("6f1c1b5e-8f8a-4b8e-9a57-0c6f3c0a9d21")
 
 
@@ -438,6 +446,18 @@ class AggregatedRow(BaseModel):
     ci95_low: float | None
     ci95_high: float | None
     pass_rate: float | None
+    mean_score_all: float | None = Field(
+        None, description="Mean score with failed invocations counted as 0 (see glow.results)."
+    )
+    stderr_all: float | None = None
+    ci95_low_all: float | None = None
+    ci95_high_all: float | None = None
+    pass_rate_all: float | None = Field(
+        None, description="Pass rate with failed invocations counted as not passed."
+    )
+    n_grading_failed: int = Field(
+        0, description="Failed in grading (GRADING_ERRORS): score unknown, in neither mean."
+    )
     pass_at_k: float | None = Field(None, description="Set when epochs > 1; k = epochs.")
     k: int = 1
     input_tokens: int

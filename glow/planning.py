@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 from glow.errors import SpecError
-from glow.models import Cell, Invocation, TestRecord
+from glow.models import GRADING_ERRORS, Cell, Invocation, Status, TestRecord
 from glow.spec import LoadedTest
 from glow.store import Store
 
@@ -42,12 +42,24 @@ def invocation_for(cell: Cell, loaded: LoadedTest) -> Invocation:
     )
 
 
+def grading_failed(store: Store, test_id: str) -> set[str]:
+    """Ids of the test's invocations that failed in grading (`glow.models.GRADING_ERRORS`).
+
+    A resume runs every cell that is not completed; these are graded again from their recorded
+    output (`execute_invocation`'s grade-only path) instead of calling the model under test.
+    """
+    failed = store.list_invocations(test_id, status=Status.failed)
+    return {i.invocation_id for i in failed if i.error_type in GRADING_ERRORS}
+
+
 def create_or_resume(
     store: Store, loaded: LoadedTest, test_id: str | None = None, *, resume: bool = False
 ) -> tuple[TestRecord, list[Cell]]:
     """Store a new test (or find the one to resume) and make sure all its cells exist, queued.
 
-    Resuming keeps every invocation's status: completed cells are not run again.
+    Resuming keeps every invocation's status: completed cells are not run again, failed ones
+    are, and those that failed in grading are graded again without a model call (see
+    `grading_failed`).
     """
     if resume:
         if test_id is None:

@@ -62,13 +62,27 @@ a JSON-encoded string. A column is nullable exactly when the pydantic field is O
   or ``cluster_by`` it is the sample standard deviation / sqrt(count). Null below 2 clusters.
 - ``ci95_low``, ``ci95_high``: mean -/+ 1.96 stderr, clamped to [0, 1].
 - ``pass_rate``: fraction of completed, graded invocations that passed.
+- ``mean_score_all``: the mean with failed invocations counted as 0: over the completed ones
+  with a score and the failed ones, each failed invocation scoring 0. ``mean_score`` leaves
+  failures out, which flatters a model that fails on the hard items; when the two differ, the
+  leaderboard marks the row. Failed invocations left out of both: those that failed in grading
+  (``n_grading_failed``; their score is unknown, not 0) and those of a category no standard of
+  the rubric grades (a completed one would have no score either).
+- ``stderr_all``, ``ci95_low_all``, ``ci95_high_all``: as ``stderr`` and ``ci95_*``, over the
+  scores of ``mean_score_all``.
+- ``pass_rate_all``: the pass rate with the same failed invocations counted as not passed.
+- ``n_grading_failed``: failed invocations whose error type is a grading error (``judge_error``:
+  the judge call failed after retries or its reply had no score; ``judge_budget_exhausted``:
+  the budget refused the judge call). Their output is kept; ``glow run --resume`` or
+  ``glow regrade`` grades them again without calling the model.
 - ``pass_at_k``, ``k``: with epochs > 1, k = epochs and pass@k is the mean over the group's
   scenarios of the unbiased estimator 1 - C(n-c, k) / C(n, k) (n = graded completed epochs of the
   scenario, c = passes; k is clipped to n, which makes it "did any epoch pass"). Null, k = 1, when
   epochs == 1.
 - ``input_tokens``, ``output_tokens``: summed over the group's invocations.
 - ``model_cost_usd``, ``judge_cost_usd``: summed over the ``model`` / ``judge`` generations of
-  the group's invocations; null when any of those generations has an unknown cost.
+  the group's invocations (every run's, including earlier runs of re-run invocations and late
+  runs that were discarded: every call paid for); null when any of them has an unknown cost.
 - ``cost_usd``: model + judge; null when either is unknown.
 - ``cost_unknown_calls``: number of generations whose cost is unknown.
 - ``latency_p50_s``, ``latency_p95_s``: percentiles of completed invocations' ``latency_s``.
@@ -129,7 +143,7 @@ from pydantic_core import PydanticUndefined
 
 from glow import stats
 from glow.comparison import cluster_labels
-from glow.models import AggregatedRow, Generation, Invocation, SkippedCell, Status
+from glow.models import GRADING_ERRORS, AggregatedRow, Generation, Invocation, SkippedCell, Status
 
 SCHEMA_VERSION = "1"
 SCORE_PREFIX = "score__"
@@ -424,6 +438,7 @@ _INT_COLUMNS = [
     "n",
     *_STATUS_COUNTS,
     "n_skipped",
+    "n_grading_failed",
     "input_tokens",
     "output_tokens",
     "cost_unknown_calls",
@@ -478,6 +493,17 @@ def _pass_at_k(groups: np.ndarray, scenarios: np.ndarray, passed: np.ndarray, k:
     return per_scenario.groupby(level=0).mean()
 
 
+def _failed_as_zero(inv: pd.DataFrame, graded_categories: Collection[str] | None) -> np.ndarray:
+    """Which invocations count as a 0 in the failure-inclusive means: failed ones, minus those
+    that failed in grading (score unknown) and those of a category the rubric does not grade."""
+    failed = (inv["status"] == Status.failed.value).to_numpy()
+    grading = inv["error_type"].isin(list(GRADING_ERRORS)).to_numpy()
+    graded = np.ones(len(inv), dtype=bool)
+    if graded_categories is not None:
+        graded = inv["category"].isin(list(graded_categories)).to_numpy()
+    return failed & ~grading & graded
+
+
 def _level(
     inv: pd.DataFrame,
     gen: pd.DataFrame,
@@ -487,20 +513,27 @@ def _level(
     standards: Sequence[str],
     epochs: int,
     clusters: np.ndarray,
+    as_zero: np.ndarray,
 ) -> pd.DataFrame:
     """AggregatedResults rows for one grouping (overall or per category). `position` is each
     generation's invocation row (see `_invocation_positions`); -1 ones are left out. `clusters`
-    is each invocation's cluster code for the standard error (see `aggregate`)."""
+    is each invocation's cluster code for the standard error (see `aggregate`); `as_zero`
+    marks the failed invocations the `*_all` columns count as 0 (see `_failed_as_zero`)."""
     groups, first = _groups(inv, keys)
     completed = (inv["status"] == Status.completed.value).to_numpy()
     work = pd.DataFrame(index=inv.index)
     for column, status in _STATUS_COUNTS.items():
         work[column] = (inv["status"] == status.value).astype(np.int64)
+    work["n_grading_failed"] = (
+        (inv["status"] == Status.failed.value) & inv["error_type"].isin(list(GRADING_ERRORS))
+    ).astype(np.int64)
     work["input_tokens"] = inv["input_tokens"]
     work["output_tokens"] = inv["output_tokens"]
     # Scores of anything but completed invocations (a failed run's partial grade) don't count.
     work["score"] = inv["score"].where(completed)
     work["passed"] = inv["passed"].where(completed)
+    work["score_all"] = work["score"].mask(as_zero, 0.0)
+    work["passed_all"] = work["passed"].mask(as_zero, 0.0)
     work["latency"] = inv["latency_s"].where(completed)
     score_columns = [score_column(s) for s in standards]
     for column in score_columns:
@@ -510,16 +543,24 @@ def _level(
     out = grouped.agg(
         n=("n_completed", "size"),
         **{column: (column, "sum") for column in _STATUS_COUNTS},
+        n_grading_failed=("n_grading_failed", "sum"),
         input_tokens=("input_tokens", "sum"),
         output_tokens=("output_tokens", "sum"),
         mean_score=("score", "mean"),
         score_std=("score", "std"),
         score_count=("score", "count"),
         pass_rate=("passed", "mean"),
+        mean_score_all=("score_all", "mean"),
+        score_std_all=("score_all", "std"),
+        score_count_all=("score_all", "count"),
+        pass_rate_all=("passed_all", "mean"),
         **{column: (column, "mean") for column in score_columns},
     )
     out["score_stderr"] = stats.grouped_clustered_stderr(
         groups, clusters, work["score"].to_numpy(dtype=np.float64)
+    )
+    out["score_stderr_all"] = stats.grouped_clustered_stderr(
+        groups, clusters, work["score_all"].to_numpy(dtype=np.float64)
     )
     latency = grouped["latency"].quantile([0.5, 0.95]).unstack().reindex(columns=[0.5, 0.95])
     out["latency_p50_s"] = latency[0.5]
@@ -555,12 +596,16 @@ def _level(
     out = out.merge(counts, on=keys, how="outer")
     # Groups with no invocations (all skipped), or no generations: nothing ran, nothing was spent.
     fill_zero = [*_STATUS_COUNTS, "n", "n_skipped", "input_tokens", "output_tokens", "score_count"]
+    fill_zero += ["n_grading_failed", "score_count_all"]
     fill_zero += ["model_cost_usd", "judge_cost_usd", "model_unknown", "judge_unknown"]
     out[fill_zero] = out[fill_zero].fillna(0)
 
     out["stderr"] = out["score_stderr"]
     out["ci95_low"] = (out["mean_score"] - 1.96 * out["stderr"]).clip(0.0, 1.0)
     out["ci95_high"] = (out["mean_score"] + 1.96 * out["stderr"]).clip(0.0, 1.0)
+    out["stderr_all"] = out["score_stderr_all"]
+    out["ci95_low_all"] = (out["mean_score_all"] - 1.96 * out["stderr_all"]).clip(0.0, 1.0)
+    out["ci95_high_all"] = (out["mean_score_all"] + 1.96 * out["stderr_all"]).clip(0.0, 1.0)
     out["k"] = epochs if epochs > 1 else 1
     # Unknown is never 0: one unpriced call makes the whole sum unknown.
     out["model_cost_usd"] = out["model_cost_usd"].where(out["model_unknown"] == 0)
@@ -600,9 +645,13 @@ def aggregate(
     skipped_categories: Mapping[str, str] | None = None,
     test_id: str | None = None,
     clusters: Mapping[str, str] | None = None,
+    graded_categories: Collection[str] | None = None,
 ) -> pa.Table:
     """Build AggregatedResults: per (test, model, agent) overall rows (category "*") and per
     category rows. See the module docstring for every column's meaning.
+
+    `graded_categories` are the categories the rubric has an applicable standard for (None:
+    all): a failed invocation of another category is not counted as 0 by the `*_all` columns.
 
     `skipped` cells are counted in `n_skipped`. A SkippedCell names only its scenario, so its
     category comes from `skipped_categories` (scenario_id -> category), else from any invocation
@@ -620,9 +669,10 @@ def aggregate(
 
     inv = _frame(
         invocations,
-        ["test_id", "model", "agent", "category", "status", "scenario_id"],
+        ["test_id", "model", "agent", "category", "status", "scenario_id", "error_type"],
         ["score", "passed", "latency_s", *score_columns],
     )
+    as_zero = _failed_as_zero(inv, graded_categories)
     inv["input_tokens"] = invocations.column("input_tokens").to_numpy()
     inv["output_tokens"] = invocations.column("output_tokens").to_numpy()
     # Attribute each generation to its invocation's group (a judge's `model` is the judge's).
@@ -634,7 +684,7 @@ def aggregate(
     skipped_frame = _skipped_frame(invocations, skipped, skipped_categories, test_id)
     cluster_codes = cluster_labels(inv["scenario_id"], clusters)
     levels = [
-        _level(inv, gen, position, skipped_frame, keys, standards, epochs, cluster_codes)
+        _level(inv, gen, position, skipped_frame, keys, standards, epochs, cluster_codes, as_zero)
         for keys in (_OVERALL_KEYS, _CATEGORY_KEYS)
     ]
     out = pd.concat(levels, ignore_index=True)
@@ -724,10 +774,35 @@ LEADERBOARD_FIELDS = (
     "ci95_low",
     "ci95_high",
     "pass_rate",
+    "mean_score_all",
+    "pass_rate_all",
+    "marker",
     "pass_at_k",
     "cost_usd",
     "latency_p50_s",
 )
+
+FAILURES_MARKER = "\u2020"  # a dagger: "failed invocations are left out of this mean"
+
+
+def failures_marker(row: Mapping[str, Any]) -> str:
+    """`FAILURES_MARKER` when a row's mean or pass rate changes once failed invocations count
+    as 0 (`mean_score_all`, `pass_rate_all`), else "": a leaderboard must not let a model that
+    fails on the hard items look better without saying so."""
+
+    def differs(a: Any, b: Any) -> bool:
+        a = None if a is None or a != a else float(a)  # NaN (pandas rows) is unknown too
+        b = None if b is None or b != b else float(b)
+        if a is None or b is None:
+            return (a is None) != (b is None)
+        return abs(a - b) > 1e-12
+
+    return (
+        FAILURES_MARKER
+        if differs(row.get("mean_score"), row.get("mean_score_all"))
+        or differs(row.get("pass_rate"), row.get("pass_rate_all"))
+        else ""
+    )
 
 
 def leaderboard(aggregated: pa.Table) -> list[dict[str, Any]]:
@@ -735,6 +810,9 @@ def leaderboard(aggregated: pa.Table) -> list[dict[str, Any]]:
 
     Sorted by mean_score descending (ungraded rows last), then pass_rate, then model and agent
     for a stable order. Keys are `LEADERBOARD_FIELDS`; values are plain Python (None = unknown).
+    `marker` is `FAILURES_MARKER` when the means with failed invocations counted as 0
+    (`mean_score_all`, `pass_rate_all`) differ from `mean_score` / `pass_rate` (see
+    `failures_marker`), else "".
     """
     rows = aggregated.filter(pc.equal(aggregated.column("category"), OVERALL)).to_pylist()
 
@@ -762,6 +840,9 @@ def leaderboard(aggregated: pa.Table) -> list[dict[str, Any]]:
             "ci95_low": row["ci95_low"],
             "ci95_high": row["ci95_high"],
             "pass_rate": row["pass_rate"],
+            "mean_score_all": row["mean_score_all"],
+            "pass_rate_all": row["pass_rate_all"],
+            "marker": failures_marker(row),
             "pass_at_k": row["pass_at_k"],
             "cost_usd": row["cost_usd"],
             "latency_p50_s": row["latency_p50_s"],

@@ -24,11 +24,13 @@ Kinds are registered with `@standard_kind(name, ParamsModel)`; the built-in ones
 `contains`, `regex`, `numeric`, `choice`, `json`, `llm_judge`, `python`) live in
 `rubrics.kinds` and are registered when this package is imported. Grading gets a
 `GradingContext`; a judge model is reached only through its injected `call_judge` function.
+A standard that cannot be computed (judge unreachable, no score in its reply, budget spent)
+raises `GradingUnavailable` out of `grade()`: an unknown score, never a 0.
 """
 
 from rubrics import kinds as _builtin_kinds  # noqa: F401  (registers the built-in kinds)
 from rubrics._context import GradingContext, JudgeFn, current_standard, question_text
-from rubrics._grade import Grade, StandardResult, grade
+from rubrics._grade import SUPPLIED, Grade, NotApplicable, StandardResult, grade
 from rubrics._loader import (
     RUBRICS_DIR,
     list_rubrics,
@@ -41,14 +43,18 @@ from rubrics._outcome import StandardOutcome
 from rubrics._params import CATEGORIES_KEY, applies_to
 from rubrics._registry import KindParams, StandardKind, UnknownKind, get_kind, standard_kind
 from rubrics._registry import kinds as list_kinds  # `rubrics.kinds` is the subpackage
+from rubrics._unavailable import GradingUnavailable
 
 __all__ = [
     "CATEGORIES_KEY",
     "RUBRICS_DIR",
+    "SUPPLIED",
     "Grade",
     "GradingContext",
+    "GradingUnavailable",
     "JudgeFn",
     "KindParams",
+    "NotApplicable",
     "StandardKind",
     "StandardOutcome",
     "StandardResult",

@@ -34,6 +34,9 @@ class GradingContext:
     output: str | None
     trace: list[TraceEvent] = field(default_factory=list)
     call_judge: JudgeFn | None = None
+    # How many more times a judge reply without a score is asked for again before the standard
+    # is given up as a grading error (the caller passes the test's max_retries).
+    judge_retries: int = 2
 
     @property
     def references(self) -> list[str]:

@@ -1,11 +1,19 @@
 """Grading one run against a rubric: a score per applicable standard and a weighted overall.
 
-Grading never raises for a standard's sake: a kind that fails (a missing judge, a grader bug,
-params that no longer validate) scores 0 with the error in its rationale, because one cell's
-grading must not crash a whole test run.
+A kind that fails (a grader bug, params that no longer validate) scores 0 with the error in its
+rationale, because one cell's grading must not crash a whole test run. The one exception is
+`GradingUnavailable`: a standard whose score cannot be known for an infrastructure reason (its
+judge unreachable after retries, answering without a score, refused by the budget, or missing)
+stops the grading and propagates, so the caller records a grading error instead of a 0.
+
+Scores supplied by hand (`invocation_complete`) go through the same function: a supplied
+standard takes the given score instead of running its kind, the others are graded as usual, and
+the weighted mean and category filters are the rubric's own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
@@ -13,6 +21,14 @@ from glow.models import Rubric, StandardScore
 from rubrics._context import GradingContext, _current_standard
 from rubrics._outcome import StandardOutcome
 from rubrics._params import CATEGORIES_KEY, CategoriesError, applies_to, kind_params
+from rubrics._unavailable import GradingUnavailable
+
+SUPPLIED = "supplied manually"
+
+
+class NotApplicable(ValueError):
+    """A score was supplied for a standard that is not in the rubric or does not apply to the
+    scenario's category (it would not count in the rubric's own mean)."""
 
 
 class StandardResult(BaseModel):
@@ -72,9 +88,42 @@ class Grade(BaseModel):
         ]
 
 
-def grade(rubric: Rubric, ctx: GradingContext) -> Grade:
+def _check_supplied(rubric: Rubric, category: str, supplied: Mapping[str, float]) -> None:
+    names = {s.name: s for s in rubric.standards}
+    for name in supplied:
+        spec = names.get(name)
+        if spec is None:
+            raise NotApplicable(
+                f"scores.{name}: not a standard of rubric {rubric.label} "
+                f"(its standards: {', '.join(names)})"
+            )
+        try:
+            applies = applies_to(spec, category)
+        except CategoriesError:
+            applies = False
+        if not applies:
+            raise NotApplicable(
+                f"scores.{name}: standard {name!r} of rubric {rubric.label} does not apply to "
+                f"category {category!r} (see its params.{CATEGORIES_KEY}); leave it out"
+            )
+
+
+def grade(
+    rubric: Rubric,
+    ctx: GradingContext,
+    supplied: Mapping[str, float] | None = None,
+    *,
+    supplied_rationale: str = SUPPLIED,
+) -> Grade:
     """Grade one run: each standard that applies to the scenario's category, then
-    overall = sum(weight * score) / sum(weight) and passed = overall >= pass_threshold."""
+    overall = sum(weight * score) / sum(weight) and passed = overall >= pass_threshold.
+
+    `supplied` (standard -> score) replaces those standards' kinds by the given scores; a name
+    that is not an applicable standard raises `NotApplicable`. Raises `GradingUnavailable` when
+    a standard cannot be computed (see the module docstring).
+    """
+    supplied = dict(supplied or {})
+    _check_supplied(rubric, ctx.scenario.category, supplied)
     results: list[StandardResult] = []
     for spec in rubric.standards:
         bad_categories: CategoriesError | None = None
@@ -86,14 +135,21 @@ def grade(rubric: Rubric, ctx: GradingContext) -> Grade:
         error: str | None = None
         token = _current_standard.set(spec.name)
         try:
-            if bad_categories is not None:
-                raise ValueError(f"params.{CATEGORIES_KEY}: {bad_categories}")
-            kind, params = kind_params(spec)
-            outcome = kind.fn(ctx, params)
+            if spec.name in supplied:
+                outcome = StandardOutcome(score=supplied[spec.name], rationale=supplied_rationale)
+            else:
+                if bad_categories is not None:
+                    raise ValueError(f"params.{CATEGORIES_KEY}: {bad_categories}")
+                kind, params = kind_params(spec)
+                outcome = kind.fn(ctx, params)
             if not isinstance(outcome, StandardOutcome):
                 raise TypeError(
                     f"kind {spec.kind!r} returned {type(outcome).__name__}, not StandardOutcome"
                 )
+        except GradingUnavailable as err:
+            # An unknown score is not a 0: the caller records a grading error instead.
+            err.standard = err.standard or spec.name
+            raise
         except Exception as err:  # one standard's failure must not sink the cell's grading
             error = f"{type(err).__name__}: {err}"
             outcome = StandardOutcome(score=0.0, rationale=f"not graded: {error}")

@@ -23,7 +23,7 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from glow import comparison, results
-from glow.models import TestRecord
+from glow.models import Rubric, TestRecord
 from glow.settings import get_settings
 from glow.store import Store
 
@@ -121,6 +121,7 @@ def build_results(store: Store, test_id: str, out_dir: Path | None = None) -> Bu
                     skipped_categories=categories,
                     test_id=test_id,
                     clusters=clusters,
+                    graded_categories=graded_categories(record.rubric, invocations),
                 )
             futures.append(helper.submit(_stage, out_dir, "aggregated", aggregated, timings))
             with _timed(timings, "compare"):
@@ -171,6 +172,25 @@ def _comparisons(
         )
         tables.append(("regression", regression))
     return base_test_id, tables
+
+
+def graded_categories(rubric: Rubric, invocations: pa.Table) -> set[str]:
+    """The invocations' categories that at least one weighted standard of the rubric grades:
+    a failed invocation of any other category would get no score, so it is not counted as 0."""
+    from rubrics import applies_to
+    from rubrics._params import CategoriesError
+
+    def graded(category: str) -> bool:
+        for standard in rubric.standards:
+            try:
+                if standard.weight > 0 and applies_to(standard, category):
+                    return True
+            except CategoriesError:
+                return True  # graded, with the error, by grade()
+        return False
+
+    categories = pc.unique(invocations.column("category")).to_pylist()
+    return {c for c in categories if c is not None and graded(c)}
 
 
 def _scenario_categories(store: Store, test_id: str) -> dict[str, str]:

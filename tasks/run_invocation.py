@@ -8,6 +8,13 @@ stops a benchmark. A terminated invocation (or a cancelled test) abandons its in
 once: the cell's asyncio task is cancelled, its partial trace is kept and a late answer is
 discarded.
 
+A cell that failed in grading (`glow.models.GRADING_ERRORS`: its judge was unreachable, answered
+without a score, or was refused by the budget) is not run again: its new run copies the recorded
+run's model events, notes which run it grades, and grades that recorded output, so the model
+under test is not called. The run-test flow knows these cells from the store
+(`glow.planning.grading_failed`); a run the API opened (`invocation_run`) grades again when the
+run before it failed in grading.
+
 `execute_invocation` is plain async Python (the API and tests can run a cell without a flow);
 `run_invocation` is the Prefect task the flows map over cells. All cells of a process share one
 event loop: a thread per in-flight call would cost more CPU than the calls themselves.
@@ -30,10 +37,11 @@ from prefect.states import Cancelled
 
 from glow import cancel
 from glow.artifacts import ArtifactPublisher
-from glow.budget import Budget
+from glow.budget import Budget, spent_usd
 from glow.limits import model_slot, provider_slot
 from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
+    GRADING_ERRORS,
     AgentSpec,
     Cell,
     Generation,
@@ -46,12 +54,12 @@ from glow.models import (
     known_sum,
     utcnow,
 )
-from glow.planning import invocation_for
+from glow.planning import grading_failed, invocation_for
 from glow.spec import LoadedTest, import_object, resolve_test
 from glow.store import RUNNABLE, Store
 from glow.threads import STORE, run_in
 from glow.trace import scenario_messages, tool_schema, trace_markdown
-from tasks.grade import grade_run
+from tasks.grade import GRADED_AGAIN, GradingFailed, grade_run, model_events
 
 LEASE_S = 60.0  # renewed every few seconds by glow.cancel's watcher while the cell runs
 
@@ -74,8 +82,10 @@ class TestContext:
         self.agents = {a.name: a for a in self.loaded.spec.agents}
         self.budget: Budget | None = None
         if self.loaded.spec.budget_usd is not None:
-            spent = sum(i.cost_usd or 0.0 for i in self.store.list_invocations(self.test_id))
-            self.budget = Budget(self.loaded.spec.budget_usd, spent)
+            # Every generation paid for counts, not just each invocation's latest run.
+            self.budget = Budget(self.loaded.spec.budget_usd, spent_usd(self.store, self.test_id))
+        # Cells to grade again from their recorded output rather than run (see module docstring).
+        self.grade_only: set[str] = grading_failed(self.store, self.test_id)
 
     def options(self, model: ModelSpec) -> CallOptions:
         spec = self.loaded.spec
@@ -173,17 +183,38 @@ async def _agent_loop(
     return answer
 
 
+def _recorded_run(
+    store: Store, invocation_id: str, before: int, *, after_grading_error: bool
+) -> tuple[Invocation, Run] | None:
+    """The invocation as stored and its latest run before run `before` that has an output (the
+    output to grade again); with `after_grading_error`, only if that run failed in grading."""
+    stored = store.get_invocation(invocation_id, runs=True, trace=True)
+    earlier = [r for r in stored.runs if r.number < before]
+    if not earlier:
+        return None
+    if after_grading_error and not (
+        earlier[-1].status is Status.failed and earlier[-1].error_type in GRADING_ERRORS
+    ):
+        return None
+    source = next((r for r in reversed(earlier) if r.output is not None), None)
+    return None if source is None else (stored, source)
+
+
 async def execute_invocation(
     ctx: TestContext,
     cell: Cell | str,
     *,
     allowed: frozenset[Status] = RUNNABLE,
     run: Run | None = None,
+    grade_only: bool | None = None,
 ) -> tuple[Invocation, Run]:
     """Run one invocation to its end; return it as stored, with the run just made.
 
     `run` is a run already opened with `start_run` (the API opens it, so it can answer with the
-    run id or a 409 at once); without it a new run is opened here.
+    run id or a 409 at once); without it a new run is opened here. `grade_only` grades the
+    latest recorded output again instead of calling the model; None decides it: a cell of
+    `ctx.grade_only` when the run is opened here, else when the run before `run` failed in
+    grading. Without a recorded output the model is called as usual.
     """
     if isinstance(cell, str):
         stored = await run_in(STORE, ctx.store.get_invocation, cell, runs=False)
@@ -192,6 +223,8 @@ async def execute_invocation(
     scenario = ctx.scenarios[cell.scenario_id]
     model, agent, spec = ctx.models[cell.model], ctx.agents[cell.agent], ctx.loaded.spec
     if run is None:
+        if grade_only is None:
+            grade_only = inv.invocation_id in ctx.grade_only
         run = await run_in(
             STORE,
             ctx.store.start_run,
@@ -199,6 +232,17 @@ async def execute_invocation(
             allowed=allowed,
             owner=cancel.OWNER,
             lease_s=LEASE_S,
+        )
+    ctx.grade_only.discard(inv.invocation_id)
+    recorded: tuple[Invocation, Run] | None = None
+    if grade_only is not False and run.number > 1:
+        recorded = await run_in(
+            STORE,
+            _recorded_run,
+            ctx.store,
+            inv.invocation_id,
+            run.number,
+            after_grading_error=grade_only is None,
         )
     started = time.perf_counter()
     generations: list[Generation] = []
@@ -209,21 +253,43 @@ async def execute_invocation(
     scores = []
     with cancel.track(inv.invocation_id, ctx.store) as tracked:
         try:
-            messages = scenario_messages(scenario, agent, ctx.loaded.base_dir)
-            output = await _agent_loop(ctx, model, agent, messages, run, generations, cell.test_id)
+            if recorded is not None:
+                source = recorded[1]
+                output = source.output
+                graded_trace = model_events(source.trace)
+                run.trace.append(
+                    TraceEvent(
+                        kind="note",
+                        name=GRADED_AGAIN,
+                        content={
+                            "graded_run_id": source.run_id,
+                            "graded_run": source.number,
+                            "why": f"run {source.number} ended {source.error_type or 'ungraded'}"
+                            "; its recorded output is graded again and the model under test is "
+                            "not called (its events below are copied from that run)",
+                        },
+                    )
+                )
+                run.trace.extend(graded_trace)
+            else:
+                messages = scenario_messages(scenario, agent, ctx.loaded.base_dir)
+                output = await _agent_loop(
+                    ctx, model, agent, messages, run, generations, cell.test_id
+                )
+                graded_trace = run.trace
             grading = await grade_run(
                 rubric=ctx.loaded.rubric,
                 scenario=scenario,
                 output=output,
-                trace=run.trace,
+                trace=graded_trace,
                 test_id=cell.test_id,
                 invocation_id=inv.invocation_id,
                 run_id=run.run_id,
                 judge=spec.judge,
                 options=ctx.options(spec.judge) if spec.judge else None,
+                paid=generations,
             )
             run.trace.extend(grading.events)
-            generations.extend(grading.generations)
             scores = grading.scores
             values.update(
                 status=Status.completed,
@@ -231,7 +297,6 @@ async def execute_invocation(
                 score=grading.score,
                 passed=grading.passed,
                 rubric=ctx.loaded.rubric.label,
-                judge_cost_usd=grading.judge_cost_usd,
             )
         except asyncio.CancelledError:
             # Terminated through the API, or the test was cancelled: the call is abandoned,
@@ -246,6 +311,10 @@ async def execute_invocation(
         except ModelCallError as exc:
             run.trace.extend(exc.events)
             error = (exc.error_type, exc.message)
+        except GradingFailed as exc:
+            # The model answered; its output is kept and graded again later (no score now).
+            run.trace.extend(exc.events)
+            error = (exc.error_type, exc.message)
         except Exception as exc:  # noqa: BLE001 - any failure ends the cell failed, with its reason
             error = (type(exc).__name__, str(exc)[:2000])
     if error is not None:
@@ -254,8 +323,8 @@ async def execute_invocation(
             status=Status.terminated if terminated else Status.failed,
             error_type=error[0],
             error_message=error[1],
-            judge_cost_usd=known_sum(g.cost_usd for g in generations if g.role == "judge"),
         )
+    judge_cost = known_sum(g.cost_usd for g in generations if g.role == "judge")
     values.update(
         output=output,
         latency_s=time.perf_counter() - started,
@@ -263,7 +332,19 @@ async def execute_invocation(
         input_tokens=sum(g.input_tokens for g in generations if g.role == "model"),
         output_tokens=sum(g.output_tokens for g in generations if g.role == "model"),
         model_cost_usd=known_sum(g.cost_usd for g in generations if g.role == "model"),
+        judge_cost_usd=judge_cost,
     )
+    if recorded is not None:
+        # The graded output's model call happened in an earlier run: its usage, cost and
+        # latency stay the invocation's; the judge's cost adds up over the grading passes.
+        stored = recorded[0]
+        values.update(
+            latency_s=stored.latency_s,
+            input_tokens=stored.input_tokens,
+            output_tokens=stored.output_tokens,
+            model_cost_usd=stored.model_cost_usd,
+            judge_cost_usd=known_sum([stored.judge_cost_usd, judge_cost]),
+        )
     values["cost_usd"] = known_sum([values["model_cost_usd"], values["judge_cost_usd"]])
     run.status = values["status"]
     run.finished_at = values["finished_at"]
@@ -296,7 +377,7 @@ async def run_invocation(cell: Cell, run_id: str | None = None) -> Any:
     """
     ctx = context_for(cell.test_id)
     run = await run_in(STORE, ctx.store.get_run, run_id) if run_id else None
-    inv, run = await execute_invocation(ctx, cell, run=run)
+    inv, run = await execute_invocation(ctx, cell, run=run, grade_only=None)
     task_ctx = TaskRunContext.get()
     publisher = ctx.publisher or ArtifactPublisher()
     publisher.publish(

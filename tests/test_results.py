@@ -55,6 +55,7 @@ def inv(
     input_tokens: int = 0,
     output_tokens: int = 0,
     test_id: str = "t1",
+    error_type: str | None = None,
 ) -> dict[str, Any]:
     """An invocation row as the store yields it: a model dump without runs."""
     return Invocation(
@@ -73,6 +74,7 @@ def inv(
         latency_s=latency_s,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        error_type=error_type,
         created_at=T0,
     ).model_dump(exclude={"runs"})
 
@@ -306,6 +308,68 @@ def test_overall_row_numbers() -> None:
     # Per-standard means over completed invocations; the failed run's exact=1.0 is out.
     assert m1["score__exact"] == pytest.approx(1 / 3)
     assert m1["score__judge"] == pytest.approx(1.0)
+
+
+def test_failure_inclusive_means_count_failed_cells_as_zero() -> None:
+    aggregated = aggregated_fixture()
+    m1 = row(aggregated, "m1")
+    # Completed 1.0 (pass), 0.5 (pass), 0.0 (fail) and the failed i4 as 0; queued i5 is out.
+    assert m1["mean_score"] == pytest.approx(0.5)
+    assert m1["mean_score_all"] == pytest.approx((1.0 + 0.5 + 0.0 + 0.0) / 4)
+    assert m1["pass_rate_all"] == pytest.approx(2 / 4)
+    # Sample std of [1, .5, 0, 0]: sqrt(0.6875 / 3); stderr = std / sqrt(4).
+    stderr = math.sqrt(0.6875 / 3) / 2
+    assert m1["stderr_all"] == pytest.approx(stderr)
+    assert m1["ci95_low_all"] == 0.0  # 0.375 - 1.96 * 0.239 < 0: clamped to [0, 1]
+    assert m1["ci95_high_all"] == pytest.approx(0.375 + 1.96 * stderr)
+    assert m1["n_grading_failed"] == 0
+    # Category B: completed 0.0 and the failed i4: both means 0.
+    b = row(aggregated, "m1", "B")
+    assert (b["mean_score"], b["mean_score_all"], b["pass_rate_all"]) == (0.0, 0.0, 0.0)
+    # m2 has no failed invocation (terminated and running ones are not failures): same means.
+    m2 = row(aggregated, "m2")
+    assert m2["mean_score_all"] == m2["mean_score"] == pytest.approx(0.8)
+    assert m2["pass_rate_all"] == m2["pass_rate"] == 1.0 and m2["stderr_all"] is None
+
+
+def test_grading_failures_and_ungraded_categories_are_not_zeros() -> None:
+    invocations, generations = fixture_rows()
+    invocations += [
+        # Failed in grading: the score is unknown, not 0.
+        inv("j4", "s4", model="m2", status=Status.failed, error_type="judge_error"),
+        # A category no standard grades: a completed one would have no score either.
+        inv("j5", "s5", model="m2", category="Z", status=Status.failed, error_type="Timeout"),
+    ]
+    tables = (invocations_table(invocations, STANDARDS), generations_table(generations))
+    graded = aggregate(*tables, STANDARDS, 1, graded_categories={"A", "B"})
+    m2 = row(graded, "m2")
+    assert (m2["n_failed"], m2["n_grading_failed"]) == (2, 1)
+    assert m2["mean_score_all"] == pytest.approx(0.8) and m2["pass_rate_all"] == 1.0
+    assert row(graded, "m2", "A")["n_grading_failed"] == 1
+    # Without the rubric's categories every category is graded: j5 counts as 0.
+    m2 = row(aggregate(*tables, STANDARDS, 1), "m2")
+    assert m2["mean_score_all"] == pytest.approx(0.4) and m2["pass_rate_all"] == 0.5
+
+
+def test_leaderboard_marks_rows_whose_failure_inclusive_means_differ(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from glow.cli import print_leaderboard
+
+    board = {r["model"]: r for r in leaderboard(aggregated_fixture())}
+    assert board["m1"]["marker"] == results.FAILURES_MARKER
+    assert board["m1"]["mean_score_all"] == pytest.approx(0.375)
+    assert board["m1"]["pass_rate_all"] == pytest.approx(0.5)
+    assert board["m2"]["marker"] == ""
+    print_leaderboard(list(board.values()), "Leaderboard")
+    out = capsys.readouterr().out
+    assert f"0.500{results.FAILURES_MARKER}" in out and "0.375" in out
+    assert f"0.800{results.FAILURES_MARKER}" not in out
+    assert "counts them as 0" in out
+    # AggregatedResults rows (per category, as `glow results --categories` prints them) too.
+    rows = [r for r in aggregated_fixture().to_pylist() if r["category"] != "*"]
+    print_leaderboard(rows, "category")
+    assert "category" in capsys.readouterr().out
 
 
 def test_costs_come_from_generations_and_unknown_is_never_zero() -> None:

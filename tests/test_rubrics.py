@@ -318,17 +318,79 @@ def test_llm_judge_question_from_messages_and_no_reference() -> None:
     assert "be brief" not in user
 
 
-def test_llm_judge_garbage_reply_scores_zero() -> None:
+def test_llm_judge_garbage_reply_is_asked_again_then_a_grading_error() -> None:
     judge = RecordingJudge("I refuse to grade this.")
+    with pytest.raises(rubrics.GradingUnavailable) as caught:
+        run_kind("llm_judge", "Paris", JUDGE, call_judge=judge)
+    # The default 2 retries: three identical requests, then an error naming the standard.
+    assert len(judge.calls) == 3 and judge.calls[0] == judge.calls[2]
+    assert caught.value.error_type == "judge_error" and caught.value.standard == "s"
+    assert "no score after 3 attempt(s)" in caught.value.message
+    assert "I refuse to grade this." in caught.value.message
+
+
+def test_llm_judge_garbage_then_a_score_is_graded() -> None:
+    replies = iter(["hmm", '{"score": 9, "rationale": "good"}'])
+    calls: list[Any] = []
+
+    def judge(messages: list[dict[str, Any]]) -> str:
+        calls.append(messages)
+        return next(replies)
+
     outcome = run_kind("llm_judge", "Paris", JUDGE, call_judge=judge)
-    assert outcome.score == 0.0
-    assert "unparseable judge reply" in (outcome.rationale or "")
+    assert (outcome.score, outcome.rationale, len(calls)) == (pytest.approx(0.9), "good", 2)
 
 
-def test_llm_judge_without_judge_scores_zero() -> None:
-    outcome = run_kind("llm_judge", "Paris", JUDGE)
-    assert outcome.score == 0.0
-    assert "needs a judge" in (outcome.rationale or "")
+def test_llm_judge_without_judge_is_a_grading_error_not_zero() -> None:
+    with pytest.raises(rubrics.GradingUnavailable, match="needs a judge"):
+        run_kind("llm_judge", "Paris", JUDGE)
+
+
+def test_grading_error_stops_the_grade_other_failures_score_zero() -> None:
+    rubric = rubrics.parse_rubric(
+        {
+            "name": "r",
+            "standards": [
+                {"name": "exact", "kind": "exact"},
+                {"name": "judge", "kind": "llm_judge", "params": JUDGE},
+            ],
+        }
+    )
+
+    def unreachable(messages: list[dict[str, Any]]) -> str:
+        raise rubrics.GradingUnavailable("connection refused", error_type="judge_error")
+
+    with pytest.raises(rubrics.GradingUnavailable) as caught:
+        grade(rubric, GradingContext(scenario(), "Paris", call_judge=unreachable))
+    assert caught.value.standard == "judge"
+    # No output: nothing to send to a judge, a legitimate 0 (no call, no error).
+    result = grade(rubric, GradingContext(scenario(), None, call_judge=unreachable))
+    assert result.score == 0.0
+
+
+def test_supplied_scores_go_through_the_rubrics_own_mean_and_filters() -> None:
+    rubric = rubrics.parse_rubric(
+        {
+            "name": "mixed",
+            "pass_threshold": 0.7,
+            "standards": [
+                {"name": "exact", "kind": "exact", "weight": 1, "params": {"categories": ["a"]}},
+                {"name": "has", "kind": "contains", "weight": 3, "threshold": 1.0},
+                {"name": "num", "kind": "numeric", "weight": 2, "params": {"categories": ["b"]}},
+            ],
+        }
+    )
+    in_a = scenario("Paris", metadata={"category": "a"})
+    # `has` is supplied (0.2, weight 3); `exact` is graded by its kind (1.0, weight 1).
+    result = grade(rubric, GradingContext(in_a, "paris"), {"has": 0.2})
+    assert result.scores == {"exact": 1.0, "has": 0.2}
+    assert result.score == pytest.approx((1 * 1.0 + 3 * 0.2) / 4) and result.passed is False
+    assert result.standards[1].rationale == rubrics.SUPPLIED
+    # A standard filtered out of this category cannot be supplied; neither can an unknown one.
+    with pytest.raises(rubrics.NotApplicable, match="scores.num: .* does not apply"):
+        grade(rubric, GradingContext(in_a, "paris"), {"num": 1.0})
+    with pytest.raises(rubrics.NotApplicable, match="scores.nope: not a standard"):
+        grade(rubric, GradingContext(in_a, "paris"), {"nope": 1.0})
 
 
 @pytest.mark.parametrize(

@@ -37,10 +37,11 @@ from glow.api.schemas import (
     TestRef,
     TraceEntry,
 )
+from glow.errors import TransitionError
 from glow.models import (
     Draft,
     Invocation,
-    StandardScore,
+    Run,
     Status,
     TraceEvent,
     config_hash,
@@ -305,78 +306,101 @@ def invocation_terminate(body: InvocationTerminateRequest, store: StoreDep) -> I
     return store.get_invocation(inv.invocation_id, runs=True, trace=False)
 
 
+def _utf8(text: str | None, field: str) -> None:
+    """Refuse text the store cannot encode (a lone surrogate), before anything is written."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ApiError(
+            422,
+            f"{field}: not valid Unicode text (a lone surrogate {text[err.start]!r} at position "
+            f"{err.start}); send the text as valid UTF-8",
+        ) from None
+
+
+MANUAL = "supplied manually through invocation_complete"
+
+
 @router.post("/invocation_complete", response_model=Invocation)
 def invocation_complete(body: InvocationCompleteRequest, store: StoreDep) -> Invocation:
     """Mark an invocation completed, optionally with an output and/or scores supplied by hand.
 
-    Recorded as a run of its own whose trace says what was supplied manually; scores are kept as
-    score rows of the test's rubric (each standard's threshold decides `passed`), and the test's
-    AggregatedResults are rebuilt. A run still in flight is abandoned and its result discarded.
+    The output (supplied, else the recorded one) is graded by the test's rubric through the
+    rubric's own grading: a supplied score takes the place of its standard's kind, the other
+    applicable standards are graded as usual, and the overall score is the rubric's weighted
+    mean over the standards that apply to the scenario's category. A supplied score for a
+    standard that is unknown or does not apply is a 422, as is an applicable `llm_judge`
+    standard left out (no judge is called here: supply its score, or use invocation_run).
+
+    Recorded as a run of its own whose trace says what was supplied; the run, the invocation
+    and the score rows are written in one transaction (nothing is written if anything is
+    refused). A run still in flight is abandoned and its result discarded; the test's
+    AggregatedResults are rebuilt.
     """
     from glow import cancel
+    from rubrics import GradingContext, GradingUnavailable, NotApplicable, grade
+    from tasks.run_invocation import context_for
 
+    _utf8(body.output, "output")
     inv = store.get_invocation(body.invocation_id, runs=False)
+    if inv.status not in COMPLETABLE:  # checked again in the write; this one answers first
+        raise TransitionError(
+            f"invocation {inv.invocation_id} is {inv.status.value}; it can be completed only "
+            f"when {' or '.join(sorted(s.value for s in COMPLETABLE))}"
+        )
     rubric = store.get_test(inv.test_id).rubric
-    standards = {s.name: s for s in rubric.standards}
-    unknown = sorted(set(body.scores or {}) - set(standards))
-    if unknown:
+    scenario = context_for(inv.test_id, store).scenarios[inv.scenario_id]
+    output = body.output if body.output is not None else inv.output
+    try:
+        graded = grade(
+            rubric,
+            GradingContext(scenario=scenario, output=output),
+            body.scores or {},
+            supplied_rationale=MANUAL,
+        )
+    except NotApplicable as err:
+        raise ApiError(422, str(err)) from None
+    except GradingUnavailable as err:
         raise ApiError(
             422,
-            f"scores.{unknown[0]}: not a standard of rubric {rubric.label} "
-            f"(its standards: {', '.join(standards)})",
-        )
-    run = store.start_run(inv.invocation_id, allowed=COMPLETABLE, owner=cancel.OWNER, lease_s=60)
-    cancel.terminate_local(inv.invocation_id)  # an older run of it in flight here: abandon it
+            f"scores.{err.standard}: standard {err.standard!r} of rubric {rubric.label} needs a "
+            "judge call to be graded; supply its score, or run the invocation with "
+            "invocation_run to have the test's judge grade it",
+        ) from None
     now = utcnow()
+    run = Run(
+        invocation_id=inv.invocation_id,
+        status=Status.completed,
+        started_at=now,
+        finished_at=now,
+        output=body.output,
+        trace=[
+            TraceEvent(
+                kind="note",
+                name="invocation_complete",
+                content={"supplied": MANUAL, "output": body.output, "scores": body.scores},
+            )
+        ],
+    )
     values: dict[str, Any] = {
         "status": Status.completed,
         "finished_at": now,
         "error_type": None,
         "error_message": None,
+        "scores": graded.scores,
+        "score": graded.score,
+        "passed": graded.passed,
+        "rubric": rubric.label,
     }
-    rows: list[StandardScore] = []
     if body.output is not None:
         values["output"] = body.output
-    if body.scores:
-        grading_id = str(uuid.uuid4())
-        for name, score in body.scores.items():
-            s = standards[name]
-            rows.append(
-                StandardScore(
-                    invocation_id=inv.invocation_id,
-                    run_id=run.run_id,
-                    grading_id=grading_id,
-                    rubric=rubric.name,
-                    rubric_version=rubric.version,
-                    standard=name,
-                    kind=s.kind,
-                    weight=s.weight,
-                    score=score,
-                    passed=score >= s.threshold,
-                    rationale="supplied manually through invocation_complete",
-                )
-            )
-        weight = sum(standards[n].weight for n in body.scores) or 1.0
-        overall = sum(standards[n].weight * v for n, v in body.scores.items()) / weight
-        values.update(
-            scores=dict(body.scores),
-            score=overall,
-            passed=overall >= rubric.pass_threshold,
-            rubric=rubric.label,
-        )
-    run.trace.append(
-        TraceEvent(
-            kind="note",
-            name="invocation_complete",
-            content={
-                "supplied": "manually through invocation_complete",
-                "output": body.output,
-                "scores": body.scores,
-            },
-        )
+    rows = graded.standard_scores(
+        invocation_id=inv.invocation_id, run_id=run.run_id, grading_id=str(uuid.uuid4())
     )
-    run.status, run.finished_at, run.output = Status.completed, now, body.output
-    store.finish_run(run, invocation=values, generations=[], scores=rows)
+    store.complete_run(run, allowed=COMPLETABLE, invocation=values, scores=rows)
+    cancel.terminate_local(inv.invocation_id)  # an older run of it in flight here: abandon it
     _rebuild(store, inv.test_id)
     return store.get_invocation(inv.invocation_id, runs=True, trace=False)
 

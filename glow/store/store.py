@@ -656,6 +656,61 @@ class Store:
                 conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
         return Status(invocation.get("status", Status.running))
 
+    def complete_run(
+        self,
+        run: Run,
+        *,
+        allowed: frozenset[Status],
+        invocation: dict[str, Any],
+        scores: list[StandardScore],
+    ) -> Run:
+        """Open and finish a run recorded by hand (`invocation_complete`) in ONE transaction:
+        the run, the invocation's new values and the score rows are written together or not at
+        all, so a refused or failing write leaves no phantom run and no half-updated invocation.
+
+        The run gets the next number; a run still in flight loses the invocation (its late
+        result is discarded by `finish_run`). Refused with TransitionError unless the status is
+        in `allowed`, or if the invocation changed between the read and the write.
+        """
+        _check_columns(t.invocations, invocation)
+        inv_c = t.invocations.c
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                _select_by(t.invocations, "invocation_id", ("status", "attempts")),
+                {_KEY: run.invocation_id},
+            ).first()
+            if row is None:
+                raise NotFound(f"invocation {run.invocation_id!r} not found")
+            status = Status(row.status)
+            if status not in allowed:
+                raise TransitionError(
+                    f"invocation {run.invocation_id} is {status.value}; it can be completed only "
+                    f"when {' or '.join(sorted(s.value for s in allowed))}"
+                )
+            run.number = int(row.attempts) + 1
+            changed = conn.execute(
+                update(t.invocations)
+                .where(inv_c.invocation_id == run.invocation_id)
+                .where(inv_c.status == row.status)
+                .where(inv_c.attempts == row.attempts)
+                .values(
+                    **invocation,
+                    attempts=run.number,
+                    started_at=run.started_at,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            if changed.rowcount != 1:
+                raise TransitionError(
+                    f"invocation {run.invocation_id} changed while it was being completed; "
+                    "read it again and retry"
+                )
+            conn.execute(insert(t.runs), _row(run, t.runs))
+            if scores:
+                conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
+        return run
+
     def save_trace(self, run: Run) -> None:
         """Persist a run's partial trace while it is still going (kept if it is terminated)."""
         with self.engine.begin() as conn:

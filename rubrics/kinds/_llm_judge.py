@@ -16,6 +16,10 @@ on its own line, in this order, so that a simulated judge can parse them:
 The reply-format instruction precedes `[CRITERIA]` (and is repeated in the system message), so
 everything after `[ANSWER]` is the answer alone. The judge replies with
 `{"score": <0..scale_max>, "rationale": "..."}`; a bare `score: 7` (or `7/10`) is accepted too.
+
+A reply without a score is the judge's failure, not the answer's: it is asked again up to
+`ctx.judge_retries` times, then the standard raises `GradingUnavailable` (error type
+`judge_error`) instead of scoring 0, so the invocation fails and is graded again later.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pydantic import Field
 from rubrics._context import GradingContext
 from rubrics._outcome import StandardOutcome
 from rubrics._registry import KindParams, standard_kind
+from rubrics._unavailable import GradingUnavailable
 from rubrics.kinds._text import shorten
 
 MARKERS = ("[CRITERIA]", "[QUESTION]", "[REFERENCE]", "[ANSWER]")
@@ -41,8 +46,8 @@ _SCORE_TEXT = re.compile(
 )
 
 
-class JudgeUnavailable(RuntimeError):
-    """An llm_judge standard was graded without a judge to call."""
+class JudgeUnavailable(GradingUnavailable):
+    """An llm_judge standard was graded without a judge to call: its score is unknown."""
 
 
 class LlmJudgeParams(KindParams):
@@ -121,11 +126,15 @@ def llm_judge(ctx: GradingContext, params: LlmJudgeParams) -> StandardOutcome:
     if ctx.output is None:
         # Asking a paid judge to grade nothing would only cost money.
         return StandardOutcome.no_output()
-    reply = ctx.call_judge(judge_messages(ctx, params))
-    parsed = parse_judge_reply(reply or "", params.scale_max)
-    if parsed is None:
-        return StandardOutcome(
-            score=0.0, rationale=f"unparseable judge reply: {shorten(reply or '', 200)!r}"
-        )
-    score, rationale = parsed
-    return StandardOutcome(score=score, rationale=rationale)
+    messages = judge_messages(ctx, params)
+    attempts = 1 + max(0, ctx.judge_retries)
+    for _ in range(attempts):
+        reply = ctx.call_judge(messages) or ""
+        parsed = parse_judge_reply(reply, params.scale_max)
+        if parsed is not None:
+            score, rationale = parsed
+            return StandardOutcome(score=score, rationale=rationale)
+    raise GradingUnavailable(
+        f"the judge's reply had no score after {attempts} attempt(s); "
+        f"last reply: {shorten(reply, 200)!r}"
+    )
