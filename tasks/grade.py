@@ -29,6 +29,10 @@ from glow.store import Store
 from glow.threads import GRADING, run_in
 from rubrics import GradingContext, applies_to, current_standard, grade, load_rubric
 
+# Kinds that may block for a while (a judge call, a regex or python grader up to its time limit):
+# graded on a worker thread so the loop, and every other cell on it, keeps going.
+OFF_LOOP_KINDS = frozenset({"llm_judge", "regex", "python"})
+
 
 @dataclass
 class GradingResult:
@@ -105,11 +109,12 @@ async def grade_run(
         return future.result()
 
     ctx = GradingContext(scenario=scenario, output=output, trace=trace, call_judge=call_judge)
-    judged = any(
-        s.kind == "llm_judge" and applies_to(s, scenario.category) for s in rubric.standards
+    blocking = any(
+        s.kind in OFF_LOOP_KINDS and applies_to(s, scenario.category) for s in rubric.standards
     )
-    if judged:
-        # grading blocks on the judge call it hands back to this loop: never on litellm's executor
+    if blocking:
+        # grading blocks on the judge call it hands back to this loop, or on a regex or python
+        # grader for up to its time limit: never on this loop, never on litellm's executor
         result = await run_in(GRADING, grade, rubric, ctx)
     else:
         result = grade(rubric, ctx)
