@@ -2,7 +2,9 @@
 
 Patterns run on the `regex` package (re-compatible, VERSION0) for its `timeout=`: a pattern that
 backtracks catastrophically on some output (`(a|aa)+$` on "aaa...!") fails its standard with a
-clear error after `timeout_s`, instead of holding a CPU, and the grading thread, for good.
+clear error after `timeout_s`, instead of holding a CPU, and the grading thread, for good; and
+it matches with the GIL released (`concurrent=True`, safe on an immutable str), so the API and
+other cells run meanwhile.
 """
 
 from __future__ import annotations
@@ -80,10 +82,10 @@ def regex(ctx: GradingContext, params: RegexParams) -> StandardOutcome:
     text = ctx.output.strip()
     try:
         if params.mode == "fullmatch":
-            match = pattern.fullmatch(text, timeout=params.timeout_s)
+            match = pattern.fullmatch(text, timeout=params.timeout_s, concurrent=True)
         else:
             # The last match: a final answer comes after the reasoning that may mention some.
-            matches = list(pattern.finditer(text, timeout=params.timeout_s))
+            matches = list(pattern.finditer(text, timeout=params.timeout_s, concurrent=True))
             match = matches[-1] if matches else None
     except TimeoutError:
         raise RegexTimeout(
