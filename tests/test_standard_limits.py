@@ -134,3 +134,71 @@ def test_a_slow_standard_does_not_stall_the_event_loop(
     worst, gaps = asyncio.run(scenario())
     assert len(gaps) > 10, gaps  # the loop ran all along
     assert worst < 0.5, f"the loop stalled for {worst:.2f} s while a {kind} standard graded"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_spinning_grader_dies_with_its_parent(slow_graders: str, tmp_path: Path) -> None:
+    """kill -9 of the process grading leaves no grader spinning behind it."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "grading.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            import sys
+            sys.path.insert(0, {str(tmp_path)!r})
+            import rubrics
+            from glow.models import Rubric, Scenario, StandardSpec
+            from rubrics import GradingContext, grade
+            params = {{"function": "{slow_graders}:forever", "timeout_s": 600}}
+            spec = StandardSpec(name="s", kind="python", params=params)
+            rubric = Rubric(name="r", standards=[spec])
+            rubrics.validate_rubric(rubric)
+            print("grading", flush=True)
+            grade(rubric, GradingContext(Scenario(id="s", input="q"), "x"))
+            """
+        )
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"grading\n"
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while not workers and time.monotonic() < deadline:
+            workers = [p for p in _children(parent.pid) if _alive(p)]
+            time.sleep(0.2)
+        assert workers, "no grader process started"
+        time.sleep(1.0)  # the grader is spinning now
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), f"grader processes {workers} outlived it"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

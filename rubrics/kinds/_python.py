@@ -24,6 +24,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -111,6 +112,7 @@ class GraderError(RuntimeError):
 def _serve(conn: Connection) -> None:
     """A worker process: call graders sent over `conn` until the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a worker stops
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     conn.send(("ready", None))
     while True:
         try:
@@ -125,6 +127,14 @@ def _serve(conn: Connection) -> None:
             conn.send(reply)
         except BaseException as err:  # noqa: BLE001 - reported to the parent, not raised here
             conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit when the parent dies (even by SIGKILL), though a grader may be spinning: a worker
+    waiting on its pipe sees the parent go, one stuck in a grader's loop would not."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 class _Worker:
