@@ -603,8 +603,6 @@ def regrade(
 
 app.add_typer(tests_app)
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
 
 @app.command()
 def serve(
@@ -621,13 +619,18 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the HTTP API (POST /test/<op>); starts an embedded Prefect server if none is set."""
+    from glow.api.guard import is_loopback
+
+    if open_ and not is_loopback(host):
+        fail(
+            f"--open is allowed only on a loopback host (127.0.0.1, localhost, ::1), not {host}: "
+            "anyone who can reach it could run tests; give a token (GLOW_TOKEN) instead"
+        )
     if not token and not open_:
         fail(
             "refusing to start without a token: pass --token or set GLOW_TOKEN "
             "(or --open on a loopback host)"
         )
-    if not token and host not in LOOPBACK:
-        fail(f"--open is allowed only on a loopback host (127.0.0.1), not {host}")
     _quiet_prefect()
     from glow.api import serve as serve_api
 

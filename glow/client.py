@@ -88,7 +88,7 @@ def call(op: str, body: Any, *, url: str | None = None, timeout: float = 60.0) -
         target, data=json.dumps(body).encode(), headers=headers, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener().open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:  # an answer, with an error status
         status, raw = exc.code, exc.read()
@@ -112,6 +112,40 @@ def call(op: str, body: Any, *, url: str | None = None, timeout: float = 60.0) -
             _die(f"{status} {error.get('code')}: {error.get('message')}")
         _die(f"{status} from {target}: {raw[:500].decode('utf-8', 'replace')}")
     return payload
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _opener() -> Any:
+    """urllib's default opener (proxies from the environment, redirects followed), except that a
+    redirect to another scheme, host or port drops the `Authorization` header: the token is for
+    the Glow API it was given for, never for wherever that server (or a proxy) points next."""
+    import urllib.request
+
+    class DropTokenElsewhere(urllib.request.HTTPRedirectHandler):
+        def redirect_request(
+            self,
+            req: urllib.request.Request,
+            fp: Any,
+            code: int,
+            msg: str,
+            headers: Any,
+            newurl: str,
+        ) -> urllib.request.Request | None:
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and _origin(new.full_url) != _origin(req.full_url):
+                new.remove_header("Authorization")
+            return new
+
+    return urllib.request.build_opener(DropTokenElsewhere)
 
 
 def emit(payload: Any) -> None:

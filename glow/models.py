@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +28,13 @@ def utcnow() -> datetime:
 def slugify(text: str) -> str:
     """Lower-case a-z0-9 and dashes: the only characters Prefect accepts in artifact keys."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", text.lower())).strip("-") or "x"
+
+
+# Caps on what one test may ask for, so a typo (`epochs: 1e20`) is a clear error naming the field
+# rather than an overflow, or a cross product built in memory until the machine gives out.
+MAX_EPOCHS = 1000
+MAX_CELLS = 1_000_000
+MAX_IN_FLIGHT = 10_000
 
 
 class SpecModel(BaseModel):
@@ -64,7 +71,7 @@ class ModelSpec(SpecModel):
     api_key_secret: str | None = Field(None, description="NAME of a Prefect Secret block.")
     prices: Prices | None = None
     modalities: list[Modality] = Field(default_factory=lambda: [Modality.text])
-    max_in_flight: int | None = Field(None, ge=1)
+    max_in_flight: int | None = Field(None, ge=1, le=MAX_IN_FLIGHT)
 
     @property
     def provider(self) -> str:
@@ -187,7 +194,7 @@ class TestSpec(SpecModel):
     agents: list[AgentSpec] = Field(default_factory=lambda: [AgentSpec()])
     rubric: str = Field(description="A rubric name under rubrics/ or a path to a rubric YAML.")
     judge: ModelSpec | None = Field(None, description="Model used by llm_judge standards.")
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     concurrency: int = Field(8, ge=1, le=1024)
     timeout_s: float = Field(60.0, gt=0, description="Per model call.")
     max_retries: int = Field(2, ge=0, le=20)
@@ -198,7 +205,7 @@ class TestSpec(SpecModel):
         "and waits included; its judge calls get a deadline of their own.",
     )
     budget_usd: float | None = Field(None, gt=0)
-    provider_limits: dict[str, int] = Field(
+    provider_limits: dict[str, Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]] = Field(
         default_factory=dict,
         description="Provider (e.g. openai) -> most calls in flight across every test sharing "
         "the Prefect server, held through a strict Prefect global concurrency limit.",
@@ -419,7 +426,7 @@ class Draft(BaseModel):
     model: ModelSpec | str | None = None
     agent: AgentSpec | str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    epoch: int = 1
+    epoch: int = Field(1, ge=1, le=MAX_EPOCHS)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

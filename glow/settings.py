@@ -20,6 +20,12 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the store; default sqlite:///<data_dir>/glow.db."
     )
     results_dir: Path | None = Field(None, description="Default <data_dir>/results.")
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body `glow serve` accepts (413 above it), checked while "
+        "the body is read.",
+    )
     # Client side of the HTTP API (glow tests ...).
     instance_url: str = Field("http://127.0.0.1:8484", description="Base URL of `glow serve`.")
     token: str | None = Field(None, description="Bearer token for the HTTP API.")

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from glow.errors import SpecError
-from glow.models import Modality, Rubric, Scenario, SkippedCell, TestSpec
+from glow.models import MAX_CELLS, Modality, Rubric, Scenario, SkippedCell, TestSpec
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -195,6 +195,17 @@ def _check_scenarios(scenarios: list[Scenario], source: str, base_dir: Path) -> 
                         )
 
 
+def _check_cells(spec: TestSpec, scenarios: int, source: str) -> None:
+    """Refuse a cross product too large to plan, before any of it is built in memory."""
+    count = scenarios * len(spec.models) * len(spec.agents) * spec.epochs
+    if count > MAX_CELLS:
+        raise SpecError(
+            f"{source}: epochs: {scenarios} scenarios x {len(spec.models)} models x "
+            f"{len(spec.agents)} agents x {spec.epochs} epochs = {count:,} cells, over the "
+            f"cap of {MAX_CELLS:,} cells a test may have; split it into several tests"
+        )
+
+
 def _check_tools(spec: TestSpec, source: str) -> None:
     for i, agent in enumerate(spec.agents):
         for j, ref in enumerate(agent.tools):
@@ -237,6 +248,7 @@ def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
     if not scenarios:
         raise SpecError(f"{source}: scenarios: the test has no scenarios")
     _check_scenarios(scenarios, source, base_dir)
+    _check_cells(spec, len(scenarios), source)
     if spec.cluster_by and not any(spec.cluster_by in s.metadata for s in scenarios):
         raise SpecError(
             f"{source}: cluster_by: no scenario has the metadata key {spec.cluster_by!r}; "

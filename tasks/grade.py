@@ -78,6 +78,11 @@ def model_events(trace: list[TraceEvent]) -> list[TraceEvent]:
     ]
 
 
+# Kinds that may block for a while (a judge call, a regex or python grader up to its time limit):
+# graded on a worker thread so the loop, and every other cell on it, keeps going.
+OFF_LOOP_KINDS = frozenset({"llm_judge", "regex", "python"})
+
+
 @dataclass
 class GradingResult:
     """Everything a grading pass produced, ready for the store."""
@@ -173,13 +178,13 @@ async def grade_run(
         call_judge=call_judge,
         judge_retries=options.max_retries if options is not None else 2,
     )
-    judged = any(
-        s.kind == "llm_judge" and applies_to(s, scenario.category) for s in rubric.standards
+    blocking = any(
+        s.kind in OFF_LOOP_KINDS and applies_to(s, scenario.category) for s in rubric.standards
     )
     try:
-        if judged:
-            # grading blocks on the judge call it hands back to this loop: never on litellm's
-            # executor
+        if blocking:
+            # grading blocks on the judge call it hands back to this loop, or on a regex or python
+            # grader for up to its time limit: never on this loop, never on litellm's executor
             result = await run_in(GRADING, grade, rubric, ctx)
         else:
             result = grade(rubric, ctx)

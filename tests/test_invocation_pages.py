@@ -11,12 +11,16 @@ last one holds a schema fix the OpenAPI fuzz test found in `invocation_create`.
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -184,7 +188,8 @@ TOKEN = "pages-token"
 
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(TOKEN, store, prefect=False)) as client:
+    app = create_app(TOKEN, store, prefect=False)
+    with TestClient(app, base_url="http://127.0.0.1:8484") as client:  # a loopback Host
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         yield client
 
@@ -248,11 +253,11 @@ def test_invocations_errors_are_the_routes(client: TestClient, store: Store) -> 
     _error(client.get("/test/invocations"), 405, "method_not_allowed")
     filtered = post("/test/invocations", json={"test_id": test_id, "status": "queued"})
     assert [r["status"] for r in filtered.json()["invocations"]] == ["queued"]
-    # A lone surrogate passes the schema's plain `model` string but cannot be stored: no rows.
+    # A lone surrogate is not text: a 422 naming the field, whether or not the test exists.
     surrogate = b'{"test_id": "%s", "model": "\\udfff"}' % test_id.encode()
-    assert post("/test/invocations", content=surrogate).json() == {"invocations": []}
+    assert "model" in _error(post("/test/invocations", content=surrogate), 422, "validation_error")
     surrogate = b'{"test_id": "no-such-test", "model": "\\udfff"}'
-    _error(post("/test/invocations", content=surrogate), 404, "not_found")
+    assert "model" in _error(post("/test/invocations", content=surrogate), 422, "validation_error")
 
 
 def test_invocation_create_with_empty_cell_fields_is_a_422(
@@ -264,3 +269,56 @@ def test_invocation_create_with_empty_cell_fields_is_a_422(
     assert "model" in _error(
         client.post("/test/invocation_create", json=body), 422, "validation_error"
     )
+
+
+class SlowStore(Store):
+    """A store whose page read takes 2 s: a stand-in for a read waiting on a busy database
+    (the slowness is the only thing simulated; the store, app and server are real)."""
+
+    def list_invocations_json(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        time.sleep(2.0)
+        return super().list_invocations_json(*args, **kwargs)
+
+
+def test_the_event_loop_stays_free_during_a_slow_store_call(tmp_path: Path) -> None:
+    """A page read that takes 2 s runs on a store thread: /health (and the loop) answer at once."""
+    import uvicorn
+
+    store = SlowStore(f"sqlite:///{tmp_path / 'glow.db'}")
+    test_id = _test_id(store)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(TOKEN, store, prefect=False), host="127.0.0.1", port=port, log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        results: dict[str, Any] = {}
+
+        def page() -> None:
+            results["page"] = httpx.post(
+                f"{url}/test/invocations",
+                json={"test_id": test_id},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=30,
+            )
+
+        reader = threading.Thread(target=page)
+        reader.start()
+        time.sleep(0.5)  # the page is inside its 2 s store call now
+        started = time.monotonic()
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        waited = time.monotonic() - started
+        reader.join(30)
+        assert waited < 0.5, f"/health waited {waited:.2f} s behind a store call"
+        assert results["page"].status_code == 200 and results["page"].json() == {"invocations": []}
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -22,13 +22,28 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from glow.api.errors import BearerAuth, error_response, install_error_handlers, validation_message
+from glow.api.guard import HostGuard, JsonBody, is_loopback
 from glow.store import Store
 
 log = logging.getLogger("glow.api")
 
 
-def create_app(token: str | None, store: Store | None = None, *, prefect: bool = True) -> FastAPI:
-    """The API app. `token` None means open (the caller checks it is on loopback)."""
+def create_app(
+    token: str | None,
+    store: Store | None = None,
+    *,
+    prefect: bool = True,
+    loopback_only: bool = True,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
+    """The API app. `token` None means open (the caller checks it is on loopback).
+
+    `loopback_only` (the server listens on a loopback address) refuses any request whose `Host`
+    is not a loopback name; `max_body_bytes` defaults to the `GLOW_MAX_BODY_BYTES` setting.
+    """
+    from glow.settings import get_settings
+
+    limit = max_body_bytes or get_settings().max_body_bytes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +51,6 @@ def create_app(token: str | None, store: Store | None = None, *, prefect: bool =
             app.state.store = store or Store.from_settings()
             if prefect:
                 from glow.prefect_server import embedded_prefect
-                from glow.settings import get_settings
 
                 embedded = not os.environ.get("PREFECT_API_URL")
                 log_path = get_settings().data_dir / "prefect-server.log"
@@ -69,8 +83,12 @@ def create_app(token: str | None, store: Store | None = None, *, prefect: bool =
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(invocations.InvocationPages)  # inside BearerAuth: added before it
+    # Outermost last: Host/Origin, then the token, then the body's type and size, then the
+    # fast page path. A stranger learns nothing, and no body is read before the token passed.
+    app.add_middleware(invocations.InvocationPages)
+    app.add_middleware(JsonBody, limit=limit)
     app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(HostGuard, loopback_only=loopback_only)
     _document_auth(app)
     return app
 
@@ -100,4 +118,5 @@ def serve(host: str, port: int, token: str | None) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    uvicorn.run(create_app(token), host=host, port=port, log_level="info")
+    app = create_app(token, loopback_only=is_loopback(host))
+    uvicorn.run(app, host=host, port=port, log_level="info")

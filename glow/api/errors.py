@@ -1,8 +1,9 @@
 """One error shape for every failure, and the bearer-token check.
 
 Every error is `{"error": {"code": ..., "message": ...}}`: malformed JSON 400, a missing or
-wrong token 401 (nothing else said), an unknown id 404, a refused transition 409 naming the
-current status, a body that fails validation 422 naming the field. Nothing a client sends may
+wrong token 401 (nothing else said), a foreign Host or cross-site Origin 403, an unknown id 404,
+a refused transition 409 naming the current status, a body over the size limit 413, a body that
+is not JSON 415, a body that fails validation 422 naming the field. Nothing a client sends may
 produce a 500; the catch-all below is the last resort, and says nothing about internals.
 """
 
@@ -25,9 +26,12 @@ log = logging.getLogger("glow.api")
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
     422: "validation_error",
     500: "internal_error",
 }
@@ -48,7 +52,8 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [p for p in loc if p != "body"]
+    # "body" and a union's member tags ("@spec") are where the value sits, not its field.
+    parts = [p for p in loc if p != "body" and not (isinstance(p, str) and p.startswith("@"))]
     dotted = ""
     for part in parts:
         dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
@@ -116,11 +121,6 @@ class BearerAuth:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/test/"):
             await self.app(scope, receive, send)
             return
-        # Every op takes JSON: `curl -d '{...}'` without a Content-Type header must work too.
-        scope = dict(scope)
-        scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"] + [
-            (b"content-type", b"application/json")
-        ]
         if self.token is None:
             await self.app(scope, receive, send)
             return

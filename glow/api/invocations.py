@@ -15,11 +15,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from glow.api.deps import ERRORS, StoreDep
 from glow.api.errors import ApiError
+from glow.api.guard import JsonRoute
 from glow.api.schemas import (
     MAX_PAGE_SIZE,
     BundleConfig,
@@ -48,8 +48,9 @@ from glow.models import (
     utcnow,
 )
 from glow.store import COMPLETABLE, RERUNNABLE, TERMINABLE, Store
+from glow.threads import STORE, run_in
 
-router = APIRouter(prefix="/test", tags=["invocations"], responses=ERRORS)
+router = APIRouter(prefix="/test", tags=["invocations"], responses=ERRORS, route_class=JsonRoute)
 
 TRACE_NAMESPACE = uuid.UUID("0b7c1e4a-55d2-4c43-9d0e-2f4f3f5b7a10")
 _TOKEN_PREFIX = "inv:"
@@ -85,15 +86,11 @@ async def invocations(body: InvocationListRequest, store: StoreDep) -> Response:
     Keyset pagination (the token carries the last id), so paging through a test returns every
     row exactly once even while invocations change status.
     """
-    # The hot read of the API (16 clients paging a 100k-invocation test): each row arrives as
-    # its JSON text (`Store.list_invocations_json`) and the page is joined around them, with
-    # no pydantic model or JSON encoder per row. On SQLite it runs on the event loop (a page
-    # of 100 is 1-2 ms of local reads and never waits on a writer in WAL mode): requests are
-    # served one after another instead of 16 worker threads taking turns on the GIL, which
-    # is what made the tail (p95 350 ms at p50 17 ms). A networked database gets a thread.
-    if store.engine.dialect.name == "sqlite":
-        return _invocation_page(body, store)
-    return await run_in_threadpool(_invocation_page, body, store)
+    # Each row arrives as its JSON text (`Store.list_invocations_json`) and the page is joined
+    # around them, with no pydantic model or JSON encoder per row. The store call runs on
+    # Glow's store threads, never on the event loop: a read that waits (a writer holding
+    # SQLite's lock, a slow network database) must not stall /health and every other request.
+    return await run_in(STORE, _invocation_page, body, store)  # type: ignore[no-any-return]
 
 
 def _invocation_page(body: InvocationListRequest, store: Store) -> Response:
@@ -121,13 +118,14 @@ _PAGES_ROUTE = ("POST", "/test/invocations")
 class InvocationPages:
     """ASGI fast path for `POST /test/invocations`, the API's hottest read.
 
-    A page costs ~1 ms of store work; FastAPI's request machinery around it (the middleware
-    chain, routing, body parsing, dependency solving) added ~0.4 ms more, a fifth of what 16
-    clients queue behind. Here a body that validates is answered by `_invocation_page`
-    directly. Anything else (another method, a body the schema refuses, an unknown test or bad
-    page token, a store that is not SQLite, any error at all) goes on to the FastAPI app with
-    the body replayed: the route there answers it, so errors, their shapes and the OpenAPI
-    document stay FastAPI's alone. Sits inside `BearerAuth`, so the token is checked first.
+    A page costs ~1 ms of store work (on Glow's store threads, off the event loop); FastAPI's
+    request machinery around it (the middleware chain, routing, body parsing, dependency
+    solving) added ~0.4 ms more, a fifth of what 16 clients queue behind. Here a body that
+    validates is answered by `_invocation_page` directly. Anything else (another method, a body
+    the schema refuses, an unknown test or bad page token, any error at all) goes on to the
+    FastAPI app with the body replayed: the route there answers it, so errors, their shapes
+    and the OpenAPI document stay FastAPI's alone. Sits inside `BearerAuth` and `JsonBody`, so
+    the token, the body's type and its size are checked first.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -147,7 +145,7 @@ class InvocationPages:
                 last = None
                 break
         body = b"".join(chunks)
-        response = None if last is not None else self._page(scope, body)
+        response = None if last is not None else await run_in(STORE, self._page, scope, body)
         if response is not None:
             await response(scope, receive, send)
             return
@@ -167,8 +165,6 @@ class InvocationPages:
         """The page for a plain success; None for FastAPI's route to answer instead."""
         try:
             store: Store = scope["app"].state.store
-            if store.engine.dialect.name != "sqlite":  # the route uses a worker thread
-                return None
             return _invocation_page(InvocationListRequest.model_validate_json(body), store)
         except Exception:  # noqa: BLE001 - the route raises it again and answers properly
             return None

@@ -8,11 +8,20 @@ in a body is never silently ignored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    model_validator,
+)
 
 from glow.models import (
+    MAX_EPOCHS,
     AgentSpec,
     Draft,
     Invocation,
@@ -24,7 +33,8 @@ from glow.models import (
     TestSpec,
 )
 
-MAX_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 500  # rows a page holds at most
+MAX_PAGE_SIZE_ASKED = 1000  # what a request may ask for (bounded, so 1e20 is a 422, not a 500)
 
 
 class Body(BaseModel):
@@ -63,7 +73,13 @@ class InvocationGetRequest(InvocationRef):
 
 class InvocationListRequest(Body):
     test_id: str = Field(min_length=1)
-    page_size: int = Field(25, ge=1, description=f"Rows per page; capped at {MAX_PAGE_SIZE}.")
+    page_size: int = Field(
+        25,
+        ge=1,
+        le=MAX_PAGE_SIZE_ASKED,
+        description=f"Rows per page, 1..{MAX_PAGE_SIZE_ASKED}; a page holds at most "
+        f"{MAX_PAGE_SIZE}.",
+    )
     page_token: str | None = Field(None, description="`next_page_token` of the previous page.")
     status: Status | None = None
     model: str | None = Field(None, description="A model's display name.")
@@ -82,7 +98,7 @@ class InvocationCreateRequest(Body):
     scenario_id: str | None = None
     model: str | None = Field(None, description="A model's display name in the test.")
     agent: str | None = Field(None, description="An agent's name; default the test's first.")
-    epoch: int = Field(1, ge=1)
+    epoch: int = Field(1, ge=1, le=MAX_EPOCHS)
 
     @model_validator(mode="after")
     def _cell_or_draft(self) -> InvocationCreateRequest:
@@ -164,9 +180,11 @@ class TraceEntry(BaseModel):
 
 
 def _draft_edit_model() -> type[BaseModel]:
-    """Every field of `Draft` (but its timestamps), optional: a create or a partial edit."""
+    """Every field of `Draft` (but its timestamps), optional: a create or a partial edit.
+
+    Each field keeps its constraints (`epoch` 1..MAX_EPOCHS): one schema, checked here first."""
     fields: dict[str, Any] = {
-        name: (info.annotation | None, Field(None, description=info.description))
+        name: (info.rebuild_annotation() | None, Field(None, description=info.description))
         for name, info in Draft.model_fields.items()
         if name not in ("created_at", "updated_at")
     }
@@ -202,7 +220,17 @@ class TestPath(Body):
     path: str = Field(min_length=1)
 
 
-TestCreateRequest = TestSpec | TestPath
+def _spec_or_path(value: Any) -> str:
+    return "@path" if isinstance(value, dict) and "path" in value else "@spec"
+
+
+# A body with `path` is a file on the server, any other a spec: one member is validated, so a
+# bad field is reported once (`epochs: ...`), not once per member of the union. The "@" tags
+# are left out of the field paths errors name (glow.api.errors).
+TestCreateRequest = Annotated[
+    Annotated[TestSpec, Tag("@spec")] | Annotated[TestPath, Tag("@path")],
+    Discriminator(_spec_or_path),
+]
 
 
 class TestInfo(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body
 
 from glow.api.deps import ERRORS, StoreDep
 from glow.api.errors import ApiError
+from glow.api.guard import JsonRoute
 from glow.api.schemas import (
     ResultsRequest,
     ResultsResponse,
@@ -24,7 +25,7 @@ from glow.api.schemas import (
 from glow.errors import SpecError
 from glow.models import slugify
 
-router = APIRouter(prefix="/test", tags=["tests"], responses=ERRORS)
+router = APIRouter(prefix="/test", tags=["tests"], responses=ERRORS, route_class=JsonRoute)
 
 
 @router.post("/create", response_model=TestInfo)

@@ -1,11 +1,18 @@
-"""`regex`: the output matches a pattern, or the pattern's captured answer equals a reference."""
+"""`regex`: the output matches a pattern, or the pattern's captured answer equals a reference.
+
+Patterns run on the `regex` package (re-compatible, VERSION0) for its `timeout=`: a pattern that
+backtracks catastrophically on some output (`(a|aa)+$` on "aaa...!") fails its standard with a
+clear error after `timeout_s`, instead of holding a CPU, and the grading thread, for good; and
+it matches with the GIL released (`concurrent=True`, safe on an immutable str), so the API and
+other cells run meanwhile.
+"""
 
 from __future__ import annotations
 
-import re
 from functools import reduce
 from typing import Literal
 
+import regex as re
 from pydantic import Field, ValidationInfo, field_validator
 
 from rubrics._context import GradingContext
@@ -14,13 +21,20 @@ from rubrics._registry import KindParams, standard_kind
 from rubrics.kinds._text import shorten
 
 Flag = Literal["ignorecase", "multiline", "dotall", "verbose", "ascii"]
-_FLAGS: dict[str, re.RegexFlag] = {
+_FLAGS: dict[str, int] = {
     "ignorecase": re.IGNORECASE,
     "multiline": re.MULTILINE,
     "dotall": re.DOTALL,
     "verbose": re.VERBOSE,
     "ascii": re.ASCII,
 }
+
+
+DEFAULT_TIMEOUT_S = 2.0
+
+
+class RegexTimeout(TimeoutError):
+    """The pattern took longer than its time limit on this output (catastrophic backtracking)."""
 
 
 class RegexParams(KindParams):
@@ -33,6 +47,12 @@ class RegexParams(KindParams):
     )
     group: int | str | None = Field(
         None, description="Group compared with the reference; default 1 if any, else 0."
+    )
+    timeout_s: float = Field(
+        DEFAULT_TIMEOUT_S,
+        gt=0,
+        le=60,
+        description="Longest one output's matching may take; past it the standard fails.",
     )
 
     @field_validator("pattern")
@@ -48,8 +68,8 @@ class RegexParams(KindParams):
         return re.compile(self.pattern, _flags(self.flags))
 
 
-def _flags(names: list[str]) -> re.RegexFlag:
-    return reduce(lambda acc, name: acc | _FLAGS[name], names, re.RegexFlag(0))
+def _flags(names: list[str]) -> int:
+    return reduce(lambda acc, name: acc | _FLAGS[name], names, 0)
 
 
 @standard_kind("regex", RegexParams)
@@ -60,12 +80,19 @@ def regex(ctx: GradingContext, params: RegexParams) -> StandardOutcome:
     pattern = params.compiled()
     # Trailing newlines from a model are noise, not part of the answer a fullmatch judges.
     text = ctx.output.strip()
-    if params.mode == "fullmatch":
-        match = pattern.fullmatch(text)
-    else:
-        # The last match: a final answer comes after the reasoning that may mention candidates.
-        matches = list(pattern.finditer(text))
-        match = matches[-1] if matches else None
+    try:
+        if params.mode == "fullmatch":
+            match = pattern.fullmatch(text, timeout=params.timeout_s, concurrent=True)
+        else:
+            # The last match: a final answer comes after the reasoning that may mention some.
+            matches = list(pattern.finditer(text, timeout=params.timeout_s, concurrent=True))
+            match = matches[-1] if matches else None
+    except TimeoutError:
+        raise RegexTimeout(
+            f"/{params.pattern}/ took over {params.timeout_s:g} s on this output "
+            f"({len(text)} characters) and was stopped: the pattern backtracks "
+            "catastrophically; rewrite it (e.g. no nested quantifiers like (a+)+)"
+        ) from None
     if match is None:
         return StandardOutcome.of(False, f"/{params.pattern}/ does not {params.mode} the output")
     if not params.match_reference:
