@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 def utcnow() -> datetime:
@@ -72,13 +73,90 @@ class ModelSpec(SpecModel):
 
     @field_validator("params")
     @classmethod
-    def _no_keys_in_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for key in params:
-            if key.lower() in {"api_key", "api-key", "apikey", "key"}:
-                raise ValueError(
-                    f"params.{key}: keys never go in a test file; name the env var in api_key_env"
-                )
+    def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        problem = param_problem(params)
+        if problem is not None:
+            path, message = problem
+            # `path` extends the error's location below `params` (see glow.spec's formatting).
+            raise PydanticCustomError(PARAM_ERROR, "{message}", {"path": path, "message": message})
         return params
+
+
+PARAM_ERROR = "glow_param"
+
+# Arguments Glow passes to every call itself: a param of the same name would collide with them
+# (litellm raises "got multiple values", and every call of the test fails, retried for nothing)
+# or silently bypass the test's own setting.
+_GLOW_ARGS = {
+    "timeout": "Glow sets each call's timeout; use the test's timeout_s (and deadline_s)",
+    "request_timeout": "Glow sets each call's timeout; use the test's timeout_s",
+    "api_base": "use the model's api_base field",
+    "base_url": "use the model's api_base field",
+    "max_retries": "Glow does the retrying; use the test's max_retries",
+    "num_retries": "Glow does the retrying; use the test's max_retries",
+    "messages": "messages come from the scenario and the agent",
+    "model": "use the model's model field",
+    "tools": "tools come from the agent's tools",
+    "functions": "tools come from the agent's tools",
+    "stream": "Glow reads whole answers; streaming is not supported",
+    "stream_options": "Glow reads whole answers; streaming is not supported",
+    "custom_llm_provider": "the provider comes from the model string (provider/model)",
+    "model_list": "list each model under models",
+    "fallbacks": "a fallback would call another model, with the environment's keys; list it "
+    "under models",
+    "context_window_fallback_dict": "a fallback would call another model; list it under models",
+    "input_cost_per_token": "use the model's prices",
+    "output_cost_per_token": "use the model's prices",
+    "mock_response": "Glow calls the model; use the bundled simulator for offline runs",
+}
+
+# Names that carry a credential, whatever the provider: api_key, aws_secret_access_key,
+# aws_session_token, azure_ad_token, vertex_credentials, client_secret, password...
+_CREDENTIAL = re.compile(
+    r"(secret|password|passwd|credential|api_?key|access_?key|private_?key|(^|_)key$|^key|"
+    r"(^|_)token($|_)|auth|cookie|bearer)"
+)
+# ...except these OpenAI parameters, which only look like one.
+_NOT_CREDENTIAL = frozenset({"prompt_cache_key"})
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a param or header name says it carries a credential."""
+    normal = name.lower().replace("-", "_")
+    return normal not in _NOT_CREDENTIAL and bool(_CREDENTIAL.search(normal))
+
+
+def param_problem(params: dict[str, Any]) -> tuple[list[str], str] | None:
+    """The first param a test may not set, as (path below params, why), or None.
+
+    Credentials never go in a test file (params are recorded in every trace, stored and
+    published): the key's variable or Secret block is named in api_key_env / api_key_secret.
+    Header mappings and extra_body / extra_query are searched one level down too; other nested
+    values (a response_format's JSON schema...) are data, whatever their field names.
+    """
+    for name, value in params.items():
+        lowered = str(name).lower()
+        if lowered in _GLOW_ARGS:
+            return [name], f"{name!r} is set by Glow: {_GLOW_ARGS[lowered]}"
+        if is_credential_name(str(name)):
+            return [name], _credential_message(name)
+        if lowered in _NESTED_CHECKED and isinstance(value, dict):
+            for inner in value:
+                if is_credential_name(str(inner)):
+                    return [name, inner], _credential_message(inner)
+    return None
+
+
+_NESTED_CHECKED = frozenset(
+    {"extra_headers", "headers", "default_headers", "extra_body", "extra_query"}
+)
+
+
+def _credential_message(name: str) -> str:
+    return (
+        f"{name!r} is a credential; keys never go in a test file (params are recorded in every "
+        "trace): name the env var in api_key_env or the Prefect Secret block in api_key_secret"
+    )
 
 
 class AgentSpec(SpecModel):

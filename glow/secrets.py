@@ -1,0 +1,97 @@
+"""Secrets in the environment: which variables hold keys, and masking their values out of text.
+
+A benchmark process runs with the operator's provider keys in its environment (OPENAI_API_KEY,
+AWS_SECRET_ACCESS_KEY...), and any error text a provider or a library produces can echo one.
+Every error Glow records (trace events, invocation and run rows, artifacts) and every log line a
+Glow process writes goes through `redact`, so those values never land anywhere, whatever path
+they took into the text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+
+# Shorter values are not keys, and masking them would garble ordinary text ("true", "1").
+MIN_SECRET_LENGTH = 8
+
+# Variables that hold credentials: every provider variable litellm reads for a key ends in one of
+# these (OPENAI_API_KEY, ANTHROPIC_AUTH_TOKEN, AWS_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID,
+# DATAROBOT_API_TOKEN, AZURE_AD_TOKEN...), as do most operators' own (GITHUB_TOKEN, DB_PASSWORD).
+_SECRET_NAME = re.compile(
+    r"(API_?KEY|ACCESS_KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|AUTH_KEY)",
+    re.IGNORECASE,
+)
+# ...except these, which name files or settings rather than hold a secret.
+_NOT_SECRET = re.compile(r"(_FILE|_PATH|_DIR|_URL|_URI|_ARN|_NAME|_MAX_TOKENS)$", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential."""
+    return bool(_SECRET_NAME.search(name)) and not _NOT_SECRET.search(name)
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """The values of the credential variables set now, longest first (so none is half masked).
+
+    Read on every call, not cached: a test or a long-lived API process may set keys later.
+    """
+    env = os.environ if environ is None else environ
+    values = {
+        value
+        for name, value in env.items()
+        if len(value) >= MIN_SECRET_LENGTH and is_secret_name(name)
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, extra: Iterable[str | None] = ()) -> str:
+    """`text` with every credential variable's value, and each of `extra` (keys in use), masked.
+
+    `extra` values are masked from 4 characters on: they are known keys, whatever their length.
+    """
+    if not text:
+        return text
+    for secret in sorted((s for s in extra if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    for secret in secret_values():
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credential values in a log record's message and traceback before any handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+_FILTER = RedactingFilter()
+_LOGGERS = ("", "prefect", "glow", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "uvicorn")
+
+
+def install_log_redaction() -> None:
+    """Mask credential values in every log line this process writes (idempotent).
+
+    A filter on a logger only sees records logged to that very logger, so it goes on the
+    handlers, which see every record that propagates to them (Prefect's API log handler
+    included, which is how log lines reach the Prefect UI).
+    """
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
