@@ -74,15 +74,21 @@ class ModelSpec(SpecModel):
     @field_validator("params")
     @classmethod
     def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        problem = param_problem(params)
-        if problem is not None:
-            path, message = problem
-            # `path` extends the error's location below `params` (see glow.spec's formatting).
-            raise PydanticCustomError(PARAM_ERROR, "{message}", {"path": path, "message": message})
-        return params
+        return check_params(params)
 
 
 PARAM_ERROR = "glow_param"
+
+
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` as they are, or a validation error naming the first one a test may not set."""
+    problem = param_problem(params)
+    if problem is not None:
+        path, message = problem
+        # `path` extends the error's location below `params` (see glow.spec's formatting).
+        raise PydanticCustomError(PARAM_ERROR, "{message}", {"path": path, "message": message})
+    return params
+
 
 # Arguments Glow passes to every call itself: a param of the same name would collide with them
 # (litellm raises "got multiple values", and every call of the test fails, retried for nothing)
@@ -143,7 +149,7 @@ def param_problem(params: dict[str, Any]) -> tuple[list[str], str] | None:
         if lowered in _NESTED_CHECKED and isinstance(value, dict):
             for inner in value:
                 if is_credential_name(str(inner)):
-                    return [name, inner], _credential_message(inner)
+                    return [name, inner], _credential_message(f"{name}.{inner}")
     return None
 
 
@@ -486,6 +492,11 @@ class Draft(BaseModel):
     epoch: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return check_params(params)  # merged into the model's params when promoted
 
 
 class AggregatedRow(BaseModel):

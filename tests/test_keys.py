@@ -22,8 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import api_harness
 import pytest
 import yaml
+from api_harness import Api
 from conftest import ROOT
 
 from glow.errors import SpecError
@@ -31,6 +33,8 @@ from glow.spec import load_test
 
 ENV_KEY = "sk-glowkeys-ENVIRONMENT-3f9a1c7e5b2d8046"
 NAMED_KEY = "sk-glowkeys-NAMED-8e2b4d6f0a1c3579"
+
+api = api_harness.api  # the module-scoped `glow serve` fixture (only the API test uses it)
 
 
 # --------------------------------------------------------------------------- the wire
@@ -374,3 +378,21 @@ def test_missing_key_checks_pass_for_a_local_server_or_a_set_variable(
         preflight(load_test(_write_test(tmp_path, anthropic)))
     monkeypatch.setenv("ANTHROPIC_API_KEY", NAMED_KEY)
     preflight(load_test(_write_test(tmp_path, anthropic)))
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_api_refuses_draft_params_with_credentials_or_glow_arguments(api: Api) -> None:
+    """A draft's params are merged into its model's when promoted: the same rules, as a 422,
+    through a real `glow serve`."""
+    test_id, _ = api.create_test("draft-params")
+    body = {"test_id": test_id, "model": "strong"}
+    for params in ({"timeout": 3}, {"extra_headers": {"Authorization": "Bearer sk-x"}}):
+        response = api.post("invocation_draft", {**body, "params": params})
+        assert response.status_code == 422, response.text
+        message = response.json()["error"]["message"]
+        assert message.startswith("params: '") and next(iter(params)) in message, message
+        assert "sk-x" not in message
+    ok = api.post("invocation_draft", {**body, "params": {"temperature": 0}})
+    assert ok.status_code == 200, ok.text

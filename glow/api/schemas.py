@@ -8,9 +8,9 @@ in a body is never silently ignored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from glow.models import (
     AgentSpec,
@@ -22,6 +22,7 @@ from glow.models import (
     Status,
     TestRecord,
     TestSpec,
+    check_params,
 )
 
 MAX_PAGE_SIZE = 500
@@ -170,6 +171,11 @@ def _draft_edit_model() -> type[BaseModel]:
         for name, info in Draft.model_fields.items()
         if name not in ("created_at", "updated_at")
     }
+    # Draft's own params check, as a 422 on the request (validators are not copied above).
+    fields["params"] = (
+        Annotated[dict[str, Any] | None, AfterValidator(lambda p: p and check_params(p))],
+        fields["params"][1],
+    )
     return create_model(  # type: ignore[call-overload,no-any-return]
         "DraftEdit",
         __base__=Body,
