@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 
 MASK = "***"
 
@@ -64,34 +65,39 @@ def redact(text: str, extra: Iterable[str | None] = ()) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    """Masks credential values in a log record's message and traceback before any handler."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
+def _redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Mask credential values in a log record's message and traceback."""
+    try:
         message = record.getMessage()
-        masked = redact(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
+    except Exception:  # noqa: BLE001 - a malformed record is the logging module's to report
+        return record
+    masked = redact(message)
+    if masked != message:
+        record.msg, record.args = masked, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    return record
 
 
-_FILTER = RedactingFilter()
-_LOGGERS = ("", "prefect", "glow", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "uvicorn")
+_installed = False
 
 
 def install_log_redaction() -> None:
-    """Mask credential values in every log line this process writes (idempotent).
+    """Mask credential values in every log record this process creates (idempotent).
 
-    A filter on a logger only sees records logged to that very logger, so it goes on the
-    handlers, which see every record that propagates to them (Prefect's API log handler
-    included, which is how log lines reach the Prefect UI).
+    Done in the record factory, not with a filter: a filter on a logger only sees records
+    logged to that very logger, and one on a handler only the handlers that exist when it is
+    added, while Prefect sets its own up lazily (the API handler that feeds the Prefect UI too).
     """
-    for name in _LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            if _FILTER not in handler.filters:
-                handler.addFilter(_FILTER)
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return _redact_record(previous(*args, **kwargs))
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

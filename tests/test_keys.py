@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -216,6 +217,55 @@ def test_redact_masks_credential_variables_only(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SHORT_TOKEN", "true")  # too short to be a key: left alone
     text = "value-of-the-api-key aws-secret-value-123 job-token-value-456 plain-setting-value true"
     assert redact(text) == "*** *** *** plain-setting-value true"
+
+
+def test_log_lines_mask_credential_variables(
+    prefect_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A process that calls models masks credential values in every log line it writes: a
+    flow's run logger (what the Prefect UI shows) and plain Python logging, tracebacks too."""
+    from prefect import flow, get_run_logger
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.context import FlowRunContext
+
+    from glow.llm import litellm
+
+    monkeypatch.setenv("GLOW_KEYS_LOGGED_API_KEY", ENV_KEY)
+    caplog.set_level(logging.INFO)
+    litellm()  # what every process that calls a model does first
+
+    @flow(name="glow-keys-log-probe")
+    def probe() -> str:
+        get_run_logger().warning("provider said: bad key %s", ENV_KEY)
+        try:
+            raise RuntimeError(f"echo {ENV_KEY}")
+        except RuntimeError:
+            logging.getLogger("glow.keys-test").exception("call failed")
+        context = FlowRunContext.get()
+        assert context is not None and context.flow_run is not None
+        return str(context.flow_run.id)
+
+    flow_run_id = probe()
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 20
+        logs: list[Any] = []
+        while time.monotonic() < deadline and not any("bad key" in x.message for x in logs):
+            time.sleep(0.5)
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+    prefect_logs = "\n".join(x.message for x in logs)
+    assert "provider said: bad key ***" in prefect_logs
+    # Prefect's logging setup may take the root logger's handlers over: look at both outputs.
+    python_logs = caplog.text + "".join(capfd.readouterr())
+    assert "RuntimeError: echo ***" in python_logs  # the traceback was logged, masked
+    outputs = {"prefect": prefect_logs, "python": python_logs}
+    leaked = [where for where, text in outputs.items() if ENV_KEY in text]
+    assert not leaked, f"the key leaked into {leaked}"
 
 
 # --------------------------------------------------------------------------- params
