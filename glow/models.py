@@ -16,10 +16,19 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
+
+from glow.secrets import redact
 
 
 def utcnow() -> datetime:
@@ -304,6 +313,16 @@ class TestSpec(SpecModel):
 # --------------------------------------------------------------------------- invocations
 
 
+def _redacted(value: str | None) -> str | None:
+    return redact(value) if value else value
+
+
+# Error text and rationales come from providers, libraries, tools and graders, any of which may
+# echo a credential from the environment: masked whenever such a row is built, as a last line
+# behind the masking where each error is caught.
+Redacted = Annotated[str | None, AfterValidator(_redacted)]
+
+
 class Status(StrEnum):
     queued = "queued"
     running = "running"
@@ -366,7 +385,7 @@ class TraceEvent(BaseModel):
     name: str | None = Field(None, description="Tool or standard name.")
     content: Any = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: Redacted = None
 
 
 class Generation(BaseModel):
@@ -401,7 +420,7 @@ class StandardScore(BaseModel):
     weight: float
     score: float = Field(ge=0, le=1)
     passed: bool
-    rationale: str | None = None
+    rationale: Redacted = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -416,7 +435,7 @@ class Run(BaseModel):
     finished_at: datetime | None = None
     output: str | None = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: Redacted = None
     trace: list[TraceEvent] = Field(default_factory=list)
 
 
@@ -446,7 +465,7 @@ class Invocation(BaseModel):
     cost_usd: float | None = Field(None, description="model + judge; None if either is unknown.")
     latency_s: float | None = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: Redacted = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

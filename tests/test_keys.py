@@ -219,6 +219,45 @@ def test_redact_masks_credential_variables_only(monkeypatch: pytest.MonkeyPatch)
     assert redact(text) == "*** *** *** plain-setting-value true"
 
 
+def test_error_rows_mask_credential_variables_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever path an error took (a grader, a tool, a crash), the rows that carry error text
+    and rationales mask credential values as they are built."""
+    from glow.models import Invocation, Run, StandardScore, TraceEvent
+
+    monkeypatch.setenv("GLOW_KEYS_ROW_API_KEY", ENV_KEY)
+    text = f"not graded: ValueError: bad key {ENV_KEY}"
+    score = StandardScore(
+        invocation_id="i",
+        run_id="r",
+        grading_id="g",
+        rubric="r",
+        rubric_version="1",
+        standard="s",
+        kind="python",
+        weight=1,
+        score=0,
+        passed=False,
+        rationale=text,
+    )
+    rows = [
+        score.rationale,
+        TraceEvent(kind="error", error_type="X", error_message=text).error_message,
+        Run(invocation_id="i", error_message=text).error_message,
+        Invocation.model_validate(
+            {
+                "invocation_id": "i",
+                "test_id": "t",
+                "scenario_id": "s",
+                "model": "m",
+                "agent": "a",
+                "provider": "openai",
+                "error_message": text,
+            }
+        ).error_message,
+    ]
+    assert rows == ["not graded: ValueError: bad key ***"] * 4
+
+
 def test_log_lines_mask_credential_variables(
     prefect_server: str,
     monkeypatch: pytest.MonkeyPatch,
