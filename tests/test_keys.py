@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -28,6 +29,11 @@ import pytest
 import yaml
 from api_harness import Api
 from conftest import ROOT
+
+# Imported at collection on purpose: Prefect binds its console log handler to the stderr of the
+# moment it is first imported, and a capfd capture's stderr (test_secrets uses one) is closed
+# after its test, which breaks every later flow's logging in the same session.
+from prefect import flow, get_run_logger
 
 from glow.errors import SpecError
 from glow.spec import load_test
@@ -135,12 +141,29 @@ def test_custom_api_base_gets_the_key_the_test_names(
 # --------------------------------------------------------------------------- masking
 
 
+@pytest.fixture
+def python_logs() -> Iterator[io.StringIO]:
+    """Every log line of this process while the test runs, as a handler on the root logger
+    writes it (not capfd: Prefect's console handler would keep its closed stream afterwards)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
 def test_environment_key_echoed_by_a_provider_is_masked_everywhere(
     prefect_server: str,
     glow_env: Path,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    python_logs: io.StringIO,
 ) -> None:
     """A model with no key named and no api_base uses OPENAI_API_KEY from the environment (its
     provider's own endpoint, here moved by OPENAI_BASE_URL to a simulator that answers every
@@ -159,7 +182,6 @@ def test_environment_key_echoed_by_a_provider_is_masked_everywhere(
     from glow.simulator import SimulatorProcess
     from glow.store import Store
 
-    caplog.set_level(logging.DEBUG)
     lines = (ROOT / "data/scenarios/quickstart.jsonl").read_text().splitlines()[:4]
     (glow_env / "s.jsonl").write_text("\n".join(lines) + "\n")
     spec = {
@@ -201,8 +223,7 @@ def test_environment_key_echoed_by_a_provider_is_masked_everywhere(
     assert any(str(f).endswith("invocations.parquet") for f in outputs)
     outputs["artifacts"] = json.dumps([str(a.data) for a in artifacts])
     outputs["prefect logs"] = "\n".join(log.message for log in logs)
-    outputs["python logs"] = caplog.text
-    outputs["stdout/stderr"] = "".join(capfd.readouterr())
+    outputs["python logs"] = python_logs.getvalue()
     leaked = [where for where, text in outputs.items() if ENV_KEY in text]
     assert not leaked, f"the environment's key leaked into {leaked}"
 
@@ -261,12 +282,10 @@ def test_error_rows_mask_credential_variables_when_built(monkeypatch: pytest.Mon
 def test_log_lines_mask_credential_variables(
     prefect_server: str,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    python_logs: io.StringIO,
 ) -> None:
     """A process that calls models masks credential values in every log line it writes: a
     flow's run logger (what the Prefect UI shows) and plain Python logging, tracebacks too."""
-    from prefect import flow, get_run_logger
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.context import FlowRunContext
@@ -274,7 +293,6 @@ def test_log_lines_mask_credential_variables(
     from glow.llm import litellm
 
     monkeypatch.setenv("GLOW_KEYS_LOGGED_API_KEY", ENV_KEY)
-    caplog.set_level(logging.INFO)
     litellm()  # what every process that calls a model does first
 
     @flow(name="glow-keys-log-probe")
@@ -282,8 +300,9 @@ def test_log_lines_mask_credential_variables(
         get_run_logger().warning("provider said: bad key %s", ENV_KEY)
         try:
             raise RuntimeError(f"echo {ENV_KEY}")
-        except RuntimeError:
-            logging.getLogger("glow.keys-test").exception("call failed")
+        except RuntimeError as exc:
+            error = exc
+        logging.getLogger("glow.keys-test").error("call failed", exc_info=error)
         context = FlowRunContext.get()
         assert context is not None and context.flow_run is not None
         return str(context.flow_run.id)
@@ -299,10 +318,8 @@ def test_log_lines_mask_credential_variables(
             )
     prefect_logs = "\n".join(x.message for x in logs)
     assert "provider said: bad key ***" in prefect_logs
-    # Prefect's logging setup may take the root logger's handlers over: look at both outputs.
-    python_logs = caplog.text + "".join(capfd.readouterr())
-    assert "RuntimeError: echo ***" in python_logs  # the traceback was logged, masked
-    outputs = {"prefect": prefect_logs, "python": python_logs}
+    assert "RuntimeError: echo ***" in python_logs.getvalue()  # the traceback, masked
+    outputs = {"prefect": prefect_logs, "python": python_logs.getvalue()}
     leaked = [where for where, text in outputs.items() if ENV_KEY in text]
     assert not leaked, f"the key leaked into {leaked}"
 
