@@ -28,6 +28,7 @@ from glow.models import (
     SkippedCell,
     TestSpec,
 )
+from glow.secrets import is_secret_name
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -109,6 +110,12 @@ def interpolate_env(text: str, source: str) -> str:
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if is_secret_name(name):
+            # Its value would be stored with the test and sent where the field goes.
+            raise SpecError(
+                f"{source}: ${{{name}}} would put a credential into the test; name the variable "
+                "in api_key_env instead (Glow reads it at call time and never stores it)"
+            )
         value = os.environ.get(name, default)
         if value is None:
             raise SpecError(f"{source}: ${{{name}}} is used but that environment variable is unset")

@@ -438,6 +438,19 @@ def test_unset_env_ref_in_a_setting_names_the_field(tmp_path: Path) -> None:
         load_test(_write_test(tmp_path, model))
 
 
+def test_credential_variable_is_not_expanded_into_a_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its value would be stored with the test's spec and sent wherever the field goes."""
+    monkeypatch.setenv("GLOW_KEYS_PROXY_TOKEN", ENV_KEY)
+    model = {**LOCAL, "api_base": "http://127.0.0.1:9/v1?token=${GLOW_KEYS_PROXY_TOKEN}"}
+    with pytest.raises(SpecError) as info:
+        load_test(_write_test(tmp_path, model))
+    message = str(info.value)
+    assert "models[0].api_base: ${GLOW_KEYS_PROXY_TOKEN}" in message and "api_key_env" in message
+    assert ENV_KEY not in message
+
+
 # --------------------------------------------------------------------------- missing key
 
 
