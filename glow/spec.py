@@ -315,10 +315,8 @@ def preflight(loaded: LoadedTest) -> None:
     score at run time.
     """
     from glow.llm import litellm
-    from glow.secrets import install_log_redaction
 
     lib = litellm()
-    install_log_redaction()  # again: Prefect may have set its log handlers up since
     where = _where(loaded.path)
     named = [(f"models[{i}]", m) for i, m in enumerate(loaded.spec.models)]
     if loaded.spec.judge:
@@ -376,11 +374,17 @@ def _check_provider_key(lib: Any, model: ModelSpec, where: str) -> None:
     )
 
 
+# Call arguments litellm handles itself (headers, client settings), never dropped as body params.
+_NOT_BODY_PARAMS = frozenset(
+    {"extra_headers", "default_headers", "api_version", "deployment_id", "organization"}
+)
+
+
 def _check_dropped_params(lib: Any, model: ModelSpec, provider: str, where: str) -> None:
     """A standard OpenAI param the provider does not support would be dropped without a word
     (Glow runs litellm with drop_params), so the test would not run with the setting it says;
     provider-specific names (top_k...) pass through to the provider as they are."""
-    openai_params = set(getattr(lib, "OPENAI_CHAT_COMPLETION_PARAMS", ()))
+    openai_params = set(getattr(lib, "OPENAI_CHAT_COMPLETION_PARAMS", ())) - _NOT_BODY_PARAMS
     try:
         supported = lib.get_supported_openai_params(model=model.model, custom_llm_provider=provider)
     except Exception:  # noqa: BLE001 - litellm cannot tell: nothing to check against
