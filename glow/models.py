@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from glow.secrets import redact
+from glow.secrets import redact, redact_deep
 
 
 def utcnow() -> datetime:
@@ -386,6 +386,12 @@ class TraceEvent(BaseModel):
     content: Any = None
     error_type: str | None = None
     error_message: Redacted = None
+
+    @field_validator("content")
+    @classmethod
+    def _redact_content(cls, content: Any) -> Any:
+        # Tool results and graders' rationales are free text that may echo a credential.
+        return redact_deep(content) if content is not None else content
 
 
 class Generation(BaseModel):

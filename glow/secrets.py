@@ -9,6 +9,7 @@ they took into the text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ _SECRET_NAME = re.compile(
 _NOT_SECRET = re.compile(r"(_FILE|_PATH|_DIR|_URL|_URI|_ARN|_NAME|_MAX_TOKENS)$", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)  # names repeat; the scan runs on every masked text
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name says it holds a credential."""
     return bool(_SECRET_NAME.search(name)) and not _NOT_SECRET.search(name)
@@ -63,6 +65,27 @@ def redact(text: str, extra: Iterable[str | None] = ()) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def redact_deep(value: Any) -> Any:
+    """`value` (strings, lists and dicts of them) with every credential variable's value masked."""
+    secrets = secret_values()
+    if not secrets:
+        return value
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            for secret in secrets:
+                if secret in item:
+                    item = item.replace(secret, MASK)
+            return item
+        if isinstance(item, list):
+            return [walk(x) for x in item]
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        return item
+
+    return walk(value)
 
 
 def _redact_record(record: logging.LogRecord) -> logging.LogRecord:

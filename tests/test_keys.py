@@ -277,6 +277,8 @@ def test_error_rows_mask_credential_variables_when_built(monkeypatch: pytest.Mon
         ).error_message,
     ]
     assert rows == ["not graded: ValueError: bad key ***"] * 4
+    grading = TraceEvent(kind="grading", content={"standards": {"s": {"why": [text]}}})
+    assert grading.content == {"standards": {"s": {"why": ["not graded: ValueError: bad key ***"]}}}
 
 
 def test_log_lines_mask_credential_variables(
