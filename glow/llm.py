@@ -4,7 +4,9 @@ This is the one place that retries (litellm's and the openai SDK's own retries a
 off): transient errors back off exponentially with jitter, honouring Retry-After, bounded by the
 test's `max_retries`; auth errors, bad requests and context-window errors are not retried.
 The key is resolved here at call time and never leaves this module: requests are recorded
-without it and any echo of it in an error message is masked.
+without it, and any echo of it, or of any credential variable in the environment, in an error
+message is masked. A model with its own `api_base` gets only the key its test names, never one
+litellm would pick up from the environment.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from glow.budget import Budget
 from glow.models import ModelSpec, TraceEvent
+from glow.secrets import install_log_redaction, redact
 
 # litellm fetches its price map and tokenizers from the internet at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -43,6 +46,7 @@ def litellm() -> Any:
                 module.suppress_debug_info = True
                 module.drop_params = True
                 module.telemetry = False
+                install_log_redaction()  # litellm and Prefect log provider errors verbatim
                 _litellm = module
     return _litellm
 
@@ -111,8 +115,26 @@ _NOT_RETRIED = (
 _secret_keys: dict[str, str] = {}  # Prefect Secret block name -> value, loaded once per process
 
 
+# Sent to a custom api_base when the test names no key. litellm reads the provider's variable
+# (OPENAI_API_KEY, ANTHROPIC_API_KEY, HOSTED_VLLM_API_KEY...) whenever the key it is given is
+# None or empty, and would hand the operator's key to whatever address the test names; a
+# placeholder is the one value that stops it on every provider (local servers ignore it).
+NO_KEY = "glow-no-key"
+
+
 async def resolve_key(spec: ModelSpec) -> str | None:
-    """The key named by the spec: an env var, or a Prefect Secret block (loaded once)."""
+    """The key to call `spec` with: its env var, its Prefect Secret block (loaded once), or none.
+
+    None lets litellm use the provider's own variable, which only happens for the provider's
+    own endpoint: a model with a custom `api_base` and no key named gets `NO_KEY` instead.
+    """
+    key = await _named_key(spec)
+    if key is None and spec.api_base is not None:
+        return NO_KEY
+    return key
+
+
+async def _named_key(spec: ModelSpec) -> str | None:
     if spec.api_key_env:
         return os.environ.get(spec.api_key_env)
     if spec.api_key_secret:
@@ -126,9 +148,8 @@ async def resolve_key(spec: ModelSpec) -> str | None:
 
 
 def mask(text: str, secret: str | None) -> str:
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return text
+    """`text` without `secret` (the call's key) nor any credential variable's value."""
+    return redact(text, [secret if secret != NO_KEY else None])
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -18,7 +18,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from glow.secrets import redact, redact_deep
 
 
 def utcnow() -> datetime:
@@ -79,13 +89,96 @@ class ModelSpec(SpecModel):
 
     @field_validator("params")
     @classmethod
-    def _no_keys_in_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for key in params:
-            if key.lower() in {"api_key", "api-key", "apikey", "key"}:
-                raise ValueError(
-                    f"params.{key}: keys never go in a test file; name the env var in api_key_env"
-                )
-        return params
+    def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return check_params(params)
+
+
+PARAM_ERROR = "glow_param"
+
+
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` as they are, or a validation error naming the first one a test may not set."""
+    problem = param_problem(params)
+    if problem is not None:
+        path, message = problem
+        # `path` extends the error's location below `params` (see glow.spec's formatting).
+        raise PydanticCustomError(PARAM_ERROR, "{message}", {"path": path, "message": message})
+    return params
+
+
+# Arguments Glow passes to every call itself: a param of the same name would collide with them
+# (litellm raises "got multiple values", and every call of the test fails, retried for nothing)
+# or silently bypass the test's own setting.
+_GLOW_ARGS = {
+    "timeout": "Glow sets each call's timeout; use the test's timeout_s (and deadline_s)",
+    "request_timeout": "Glow sets each call's timeout; use the test's timeout_s",
+    "api_base": "use the model's api_base field",
+    "base_url": "use the model's api_base field",
+    "max_retries": "Glow does the retrying; use the test's max_retries",
+    "num_retries": "Glow does the retrying; use the test's max_retries",
+    "messages": "messages come from the scenario and the agent",
+    "model": "use the model's model field",
+    "tools": "tools come from the agent's tools",
+    "functions": "tools come from the agent's tools",
+    "stream": "Glow reads whole answers; streaming is not supported",
+    "stream_options": "Glow reads whole answers; streaming is not supported",
+    "custom_llm_provider": "the provider comes from the model string (provider/model)",
+    "model_list": "list each model under models",
+    "fallbacks": "a fallback would call another model, with the environment's keys; list it "
+    "under models",
+    "context_window_fallback_dict": "a fallback would call another model; list it under models",
+    "input_cost_per_token": "use the model's prices",
+    "output_cost_per_token": "use the model's prices",
+    "mock_response": "Glow calls the model; use the bundled simulator for offline runs",
+}
+
+# Names that carry a credential, whatever the provider: api_key, aws_secret_access_key,
+# aws_session_token, azure_ad_token, vertex_credentials, client_secret, password...
+_CREDENTIAL = re.compile(
+    r"(secret|password|passwd|credential|api_?key|access_?key|private_?key|(^|_)key$|^key|"
+    r"(^|_)token($|_)|auth|cookie|bearer)"
+)
+# ...except these OpenAI parameters, which only look like one.
+_NOT_CREDENTIAL = frozenset({"prompt_cache_key"})
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a param or header name says it carries a credential."""
+    normal = name.lower().replace("-", "_")
+    return normal not in _NOT_CREDENTIAL and bool(_CREDENTIAL.search(normal))
+
+
+def param_problem(params: dict[str, Any]) -> tuple[list[str], str] | None:
+    """The first param a test may not set, as (path below params, why), or None.
+
+    Credentials never go in a test file (params are recorded in every trace, stored and
+    published): the key's variable or Secret block is named in api_key_env / api_key_secret.
+    Header mappings and extra_body / extra_query are searched one level down too; other nested
+    values (a response_format's JSON schema...) are data, whatever their field names.
+    """
+    for name, value in params.items():
+        lowered = str(name).lower()
+        if lowered in _GLOW_ARGS:
+            return [name], f"{name!r} is set by Glow: {_GLOW_ARGS[lowered]}"
+        if is_credential_name(str(name)):
+            return [name], _credential_message(name)
+        if lowered in _NESTED_CHECKED and isinstance(value, dict):
+            for inner in value:
+                if is_credential_name(str(inner)):
+                    return [name, inner], _credential_message(f"{name}.{inner}")
+    return None
+
+
+_NESTED_CHECKED = frozenset(
+    {"extra_headers", "headers", "default_headers", "extra_body", "extra_query"}
+)
+
+
+def _credential_message(name: str) -> str:
+    return (
+        f"{name!r} is a credential; keys never go in a test file (params are recorded in every "
+        "trace): name the env var in api_key_env or the Prefect Secret block in api_key_secret"
+    )
 
 
 class AgentSpec(SpecModel):
@@ -233,6 +326,16 @@ class TestSpec(SpecModel):
 # --------------------------------------------------------------------------- invocations
 
 
+def _redacted(value: str | None) -> str | None:
+    return redact(value) if value else value
+
+
+# Error text and rationales come from providers, libraries, tools and graders, any of which may
+# echo a credential from the environment: masked whenever such a row is built, as a last line
+# behind the masking where each error is caught.
+Redacted = Annotated[str | None, AfterValidator(_redacted)]
+
+
 class Status(StrEnum):
     queued = "queued"
     running = "running"
@@ -303,7 +406,13 @@ class TraceEvent(BaseModel):
     name: str | None = Field(None, description="Tool or standard name.")
     content: Any = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: Redacted = None
+
+    @field_validator("content")
+    @classmethod
+    def _redact_content(cls, content: Any) -> Any:
+        # Tool results and graders' rationales are free text that may echo a credential.
+        return redact_deep(content) if content is not None else content
 
 
 class Generation(BaseModel):
@@ -338,7 +447,7 @@ class StandardScore(BaseModel):
     weight: float
     score: float = Field(ge=0, le=1)
     passed: bool
-    rationale: str | None = None
+    rationale: Redacted = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -353,7 +462,7 @@ class Run(BaseModel):
     finished_at: datetime | None = None
     output: str | None = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: Redacted = None
     trace: list[TraceEvent] = Field(default_factory=list)
 
 
@@ -383,7 +492,7 @@ class Invocation(BaseModel):
     cost_usd: float | None = Field(None, description="model + judge; None if either is unknown.")
     latency_s: float | None = None
     error_type: str | None = None
-    error_message: str | None = None
+    error_message: Redacted = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -429,6 +538,11 @@ class Draft(BaseModel):
     epoch: int = Field(1, ge=1, le=MAX_EPOCHS)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return check_params(params)  # merged into the model's params when promoted
 
 
 class AggregatedRow(BaseModel):

@@ -19,7 +19,17 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from glow.errors import SpecError
-from glow.models import MAX_CELLS, Modality, Rubric, Scenario, SkippedCell, TestSpec
+from glow.models import (
+    MAX_CELLS,
+    PARAM_ERROR,
+    Modality,
+    ModelSpec,
+    Rubric,
+    Scenario,
+    SkippedCell,
+    TestSpec,
+)
+from glow.secrets import is_secret_name
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -66,9 +76,9 @@ def format_validation_error(
     lines = []
     for problem in err.errors():
         loc = problem["loc"]
-        dotted = ""
-        for part in loc:
-            dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else part)
+        if problem["type"] == PARAM_ERROR:  # a problem inside `params`: point at its key
+            loc = (*loc, *problem["ctx"]["path"])
+        dotted = _dotted(loc) if loc else ""
         at = line if line is not None else _line_of(node, loc)
         where = f"{source}:{at}" if at else source
         message = problem["msg"].removeprefix("Value error, ")
@@ -101,6 +111,12 @@ def interpolate_env(text: str, source: str) -> str:
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        if is_secret_name(name):
+            # Its value would be stored with the test and sent where the field goes.
+            raise SpecError(
+                f"{source}: ${{{name}}} would put a credential into the test; name the variable "
+                "in api_key_env instead (Glow reads it at call time and never stores it)"
+            )
         value = os.environ.get(name, default)
         if value is None:
             raise SpecError(f"{source}: ${{{name}}} is used but that environment variable is unset")
@@ -109,11 +125,50 @@ def interpolate_env(text: str, source: str) -> str:
     return _ENV_REF.sub(sub, text)
 
 
+# Test content, sent to the model as written: `${...}` there is text, never an environment
+# variable (an environment secret must not reach a provider, nor a prompt's `${name}` fail a load).
+_LITERAL_FIELDS = (("scenarios", int), ("agents", int, "system_prompt"))
+
+
+def interpolate_settings(data: Any, source: str, loc: tuple[Any, ...] = ()) -> Any:
+    """A parsed test file with `${VAR}` expanded in its settings' string values.
+
+    Settings are everything but the test content: inline scenarios and agents' system prompts
+    stay literal, and scenario files are never expanded. Runs after parsing, so a value can
+    neither change the YAML's structure nor its line numbers.
+    """
+    if any(_matches(loc, pattern) for pattern in _LITERAL_FIELDS):
+        return data
+    if isinstance(data, dict):
+        return {k: interpolate_settings(v, source, (*loc, k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate_settings(v, source, (*loc, i)) for i, v in enumerate(data)]
+    if isinstance(data, str) and "${" in data:
+        return interpolate_env(data, f"{source}: {_dotted(loc)}")
+    return data
+
+
+def _matches(loc: tuple[Any, ...], pattern: tuple[Any, ...]) -> bool:
+    if len(loc) != len(pattern):
+        return False
+    return all(
+        p is int and isinstance(part, int) or p == part
+        for part, p in zip(loc, pattern, strict=True)
+    )
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    dotted = ""
+    for part in loc:
+        dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
+    return dotted or "(top level)"
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    """Parse a YAML file; syntax errors name the file and line."""
+    """Parse a YAML file; syntax errors name the file and line. Nothing is expanded."""
     if not path.is_file():
         raise SpecError(f"{path}: file not found")
-    text = interpolate_env(path.read_text(encoding="utf-8"), str(path))
+    text = path.read_text(encoding="utf-8")
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -231,6 +286,7 @@ def load_test(path: str | Path) -> LoadedTest:
     data, node = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a test file is a mapping of fields (name, scenarios, models...)")
+    data = interpolate_settings(data, str(path))
     spec = validate(TestSpec, data, str(path), node)
     return resolve_test(spec, path=path)
 
@@ -270,9 +326,11 @@ def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
 def preflight(loaded: LoadedTest) -> None:
     """Checks that need the environment and litellm, still before any model call.
 
-    Every key env var a model names must be set; litellm must know each model's provider; a
-    judge must be a model litellm knows, or a custom endpoint (api_base) - a judge that does not
-    exist would otherwise zero every judged score at run time.
+    Every key env var a model names must be set, and a model that names no key and no
+    api_base needs its provider's variables (litellm knows which); litellm must know each
+    model's provider and not drop any of its params; a judge must be a model litellm knows, or
+    a custom endpoint (api_base) - a judge that does not exist would otherwise zero every judged
+    score at run time.
     """
     from glow.llm import litellm
 
@@ -288,7 +346,7 @@ def preflight(loaded: LoadedTest) -> None:
                 f"{model.api_key_env} (api_key_env) is not set"
             )
         try:
-            lib.get_llm_provider(model.model)
+            _, provider, _, _ = lib.get_llm_provider(model.model)
         except Exception:  # noqa: BLE001 - litellm raises its BadRequestError for unknown ones
             raise SpecError(
                 f"{where}: {field_path}.model: litellm does not know the provider of "
@@ -308,9 +366,52 @@ def preflight(loaded: LoadedTest) -> None:
                 f"{where}: judge.model: {model.model!r} is not a model litellm knows; use a "
                 "known judge model, or give api_base for a custom endpoint"
             )
+        _check_provider_key(lib, model, f"{where}: {field_path}")
+        _check_dropped_params(lib, model, provider, f"{where}: {field_path}")
 
 
 def _known_model(lib: Any, model: str) -> bool:
     from glow.llm import price_known
 
     return price_known(lib, model)
+
+
+def _check_provider_key(lib: Any, model: ModelSpec, where: str) -> None:
+    """A model that names no key and no api_base calls its provider with the provider's own
+    variables: refuse it now when they are unset, rather than fail every cell at run time."""
+    if model.api_key_env or model.api_key_secret or model.api_base:
+        return  # a named key is checked above; a custom api_base gets no key (a local server)
+    found = lib.validate_environment(model=model.model)
+    missing = list(found.get("missing_keys") or [])
+    if not missing:
+        return  # set, or litellm does not know what this provider needs: the call will tell
+    raise SpecError(
+        f"{where}: model {model.name!r} ({model.model}) has no key: set "
+        f"{' and '.join(missing)} in the environment, or name the variable that holds its key "
+        "in api_key_env (or a Prefect Secret block in api_key_secret)"
+    )
+
+
+# Call arguments litellm handles itself (headers, client settings), never dropped as body params.
+_NOT_BODY_PARAMS = frozenset(
+    {"extra_headers", "default_headers", "api_version", "deployment_id", "organization"}
+)
+
+
+def _check_dropped_params(lib: Any, model: ModelSpec, provider: str, where: str) -> None:
+    """A standard OpenAI param the provider does not support would be dropped without a word
+    (Glow runs litellm with drop_params), so the test would not run with the setting it says;
+    provider-specific names (top_k...) pass through to the provider as they are."""
+    openai_params = set(getattr(lib, "OPENAI_CHAT_COMPLETION_PARAMS", ())) - _NOT_BODY_PARAMS
+    try:
+        supported = lib.get_supported_openai_params(model=model.model, custom_llm_provider=provider)
+    except Exception:  # noqa: BLE001 - litellm cannot tell: nothing to check against
+        return
+    if not supported:
+        return
+    for name in model.params:
+        if name in openai_params and name not in supported:
+            raise SpecError(
+                f"{where}.params.{name}: litellm does not send {name!r} to {provider} models "
+                f"(it would be dropped); {provider} takes: {', '.join(sorted(set(supported)))}"
+            )

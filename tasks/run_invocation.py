@@ -55,6 +55,7 @@ from glow.models import (
     utcnow,
 )
 from glow.planning import grading_failed, invocation_for
+from glow.secrets import redact
 from glow.spec import LoadedTest, import_object, resolve_test
 from glow.store import RUNNABLE, Store
 from glow.threads import STORE, run_in
@@ -177,7 +178,7 @@ async def _agent_loop(
                 arguments = json.loads(call["function"].get("arguments") or "{}")
                 result = str(tools[name](**arguments))
             except Exception as exc:  # noqa: BLE001 - a tool error goes back to the model
-                result = f"error: {type(exc).__name__}: {exc}"
+                result = redact(f"error: {type(exc).__name__}: {exc}")  # goes to the provider
             run.trace.append(TraceEvent(kind="tool_result", name=name, content=result))
             messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
     return answer
@@ -318,6 +319,7 @@ async def execute_invocation(
         except Exception as exc:  # noqa: BLE001 - any failure ends the cell failed, with its reason
             error = (type(exc).__name__, str(exc)[:2000])
     if error is not None:
+        error = (error[0], redact(error[1]))  # a tool's or a grader's error may echo a key too
         run.trace.append(TraceEvent(kind="error", error_type=error[0], error_message=error[1]))
         values.update(
             status=Status.terminated if terminated else Status.failed,

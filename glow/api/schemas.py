@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -31,6 +32,7 @@ from glow.models import (
     Status,
     TestRecord,
     TestSpec,
+    check_params,
 )
 
 MAX_PAGE_SIZE = 500  # rows a page holds at most
@@ -188,6 +190,11 @@ def _draft_edit_model() -> type[BaseModel]:
         for name, info in Draft.model_fields.items()
         if name not in ("created_at", "updated_at")
     }
+    # Draft's own params check, as a 422 on the request (validators are not copied above).
+    fields["params"] = (
+        Annotated[dict[str, Any] | None, AfterValidator(lambda p: p and check_params(p))],
+        fields["params"][1],
+    )
     return create_model(  # type: ignore[call-overload,no-any-return]
         "DraftEdit",
         __base__=Body,
