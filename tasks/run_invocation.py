@@ -67,6 +67,9 @@ class TestContext:
     store: Store
     publisher: ArtifactPublisher | None = None
     tools: dict[str, Any] = field(default_factory=dict)
+    # The stored test's revision `loaded` was built from (None: read it when registered); the
+    # per-process cache holds a context only while the store still has that revision.
+    revision: int | None = None
 
     def __post_init__(self) -> None:
         self.scenarios = self.loaded.scenarios_by_id
@@ -102,18 +105,27 @@ _contexts_lock = threading.Lock()
 
 
 def register_context(ctx: TestContext) -> None:
+    if ctx.revision is None:
+        ctx.revision = ctx.store.test_revision(ctx.test_id)
     with _contexts_lock:
         _contexts[ctx.test_id] = ctx
 
 
-def context_for(test_id: str, store: Store | None = None) -> TestContext:
-    """The test's context: registered by the flow, else rebuilt from the store's record."""
+def context_for(
+    test_id: str, store: Store | None = None, record: TestRecord | None = None
+) -> TestContext:
+    """The test's context: the one registered (by the flow, or an earlier call) while the
+    stored test is still at its revision, else rebuilt from the store's record (another
+    process may have added a model or a scenario). `record`: the test as the caller just read it.
+    """
     with _contexts_lock:
-        if test_id in _contexts:
-            return _contexts[test_id]
-    store = store or Store.from_settings()
-    record = store.get_test(test_id)
-    ctx = TestContext(test_id, resolve_record(record), store)
+        cached = _contexts.get(test_id)
+    store = store or (cached.store if cached else Store.from_settings())
+    revision = record.revision if record is not None else store.test_revision(test_id)
+    if cached is not None and cached.revision == revision:
+        return cached
+    record = record if record is not None else store.get_test(test_id)
+    ctx = TestContext(test_id, resolve_record(record), store, revision=record.revision)
     register_context(ctx)
     return ctx
 
@@ -275,7 +287,8 @@ async def execute_invocation(
     inv = inv.model_copy(
         update={**values, "status": final, "attempts": run.number, "started_at": run.started_at}
     )
-    if final is not values["status"]:  # terminated meanwhile: the late result was discarded
+    if final is not values["status"] or run.status is not values["status"]:
+        # Terminated (or completed by another run) meanwhile: the late result was discarded.
         inv = await run_in(STORE, ctx.store.get_invocation, inv.invocation_id, runs=False)
     if test_cancelled:
         raise asyncio.CancelledError  # the caller is being cancelled; the store already knows
