@@ -164,6 +164,22 @@ def op_edit_draft(store: Store, arg: str, worker: int) -> Answer:
     return ("done", worker)
 
 
+def op_cancel_test(store: Store, arg: tuple[str, list[dict[str, Any]]], worker: int) -> Answer:
+    """Worker 0 cancels the test (terminate_unfinished); each other worker finishes one cell."""
+    test_id, runs = arg
+    if worker == 0:
+        return ("cancel", store.terminate_unfinished(test_id, "the test was cancelled"))
+    run = Run.model_validate(runs[worker - 1])
+    run.status, run.output, run.finished_at = Status.completed, "done", utcnow()
+    status = store.finish_run(
+        run,
+        invocation={"status": Status.completed, "output": "done", "finished_at": utcnow()},
+        generations=[_generation(run, test_id, "model")],
+        scores=[],
+    )
+    return ("finish", run.invocation_id, status.value, run.status.value)
+
+
 def op_test_run(store: Store, test_id: str, worker: int) -> Answer:
     """`/test/run`'s store part: claim the test for one run-test flow."""
     try:

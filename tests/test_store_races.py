@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from store_hammer import (
     hammer,
+    op_cancel_test,
     op_complete,
     op_edit_draft,
     op_end,
@@ -139,6 +140,35 @@ def test_terminate_and_finish_have_one_winner(db_url: str, store: Store, process
         assert [r.status for r in stored.runs] == [stored.status]
         # The finished run's generation is kept either way: it was paid for.
         assert _generations(store, inv.invocation_id) == 1
+
+
+@pytest.mark.parametrize("processes", MODES)
+def test_cancelling_a_test_and_finishing_cells_agree(
+    db_url: str, store: Store, processes: bool
+) -> None:
+    workers, rounds = _size(processes)
+    args, tests = [], []
+    for _ in range(rounds):
+        test_id, invs = _test(store, workers)  # one queued cell is never started
+        runs = [store.start_run(i.invocation_id, owner="runner") for i in invs[: workers - 1]]
+        args.append((test_id, [r.model_dump(mode="json") for r in runs]))
+        tests.append((test_id, invs))
+    answers = hammer(db_url, op_cancel_test, args, workers, processes=processes)
+    _no_crash(answers)
+    for (test_id, invs), round_ in zip(tests, answers, strict=True):
+        cancelled = round_[0][1]
+        by_id = {i.invocation_id: i for i in store.list_invocations(test_id)}
+        for _, invocation_id, told, run_status in round_[1:]:
+            row = by_id[invocation_id]
+            # Each finisher was told the truth: its result stands, or it was discarded.
+            assert told == row.status.value, (told, row.status)
+            assert (run_status == "completed") == (row.status is Status.completed)
+            assert [r.status for r in store.get_invocation(invocation_id).runs] == [row.status]
+        terminated = [i for i in by_id.values() if i.status is Status.terminated]
+        assert all(i.error_type == "Cancelled" for i in terminated)
+        assert cancelled == len(terminated), "the cancel counted cells it did not terminate"
+        assert by_id[invs[-1].invocation_id].status is Status.terminated  # the queued one
+        assert sum(_generations(store, i.invocation_id) for i in invs) == workers - 1
 
 
 @pytest.mark.parametrize("processes", MODES)
