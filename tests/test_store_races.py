@@ -28,6 +28,7 @@ from store_hammer import (
 )
 from test_store import PG_ADMIN, _postgres_available, _test
 
+from glow.errors import TransitionError
 from glow.models import Draft, ModelSpec, Scenario, Status, TestSpec
 from glow.store import Store
 from glow.store import tables as t
@@ -317,3 +318,51 @@ def test_test_run_is_claimed_once(db_url: str, store: Store, processes: bool) ->
             if a[0] == "refused":
                 assert f"test {test_id} is running" in a[1], a[1]
         assert store.get_test(test_id).status == "running"
+
+
+def test_api_test_run_starts_one_flow(
+    db_url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/test/run` from eight threads at once: one flow run is started, seven get 409.
+
+    Prefect's flow start is replaced by a recorder (a stand-in, not Prefect): what is under
+    test is the claim before it; tests/test_api.py starts real flow runs.
+    """
+    import threading
+
+    import glow.api.background as background
+    from glow.api.errors import ApiError
+    from glow.api.schemas import TestRef
+    from glow.api.tests import run
+
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        background,
+        "start_flow",
+        lambda flow, params, **_: started.append(params) or f"flow-{len(started)}",
+    )
+    workers = 8
+    for _ in range(4):
+        test_id = _test(store, 1)[0]
+        barrier = threading.Barrier(workers)
+        answers: list[tuple[Any, ...]] = []
+
+        def call(
+            tid: str = test_id,
+            gate: threading.Barrier = barrier,
+            answers: list[tuple[Any, ...]] = answers,
+        ) -> None:
+            gate.wait()
+            try:
+                answers.append(("started", run(TestRef(test_id=tid), store).flow_run_id))
+            except (ApiError, TransitionError) as exc:
+                answers.append(("refused", str(exc)))
+
+        threads = [threading.Thread(target=call) for _ in range(workers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert [a[0] for a in answers].count("started") == 1, answers
+        assert all(f"test {test_id} is running" in a[1] for a in answers if a[0] == "refused")
+        assert [p["test_id"] for p in started].count(test_id) == 1
