@@ -112,14 +112,22 @@ def register_context(ctx: TestContext) -> None:
 
 
 def context_for(
-    test_id: str, store: Store | None = None, record: TestRecord | None = None
+    test_id: str,
+    store: Store | None = None,
+    record: TestRecord | None = None,
+    *,
+    fresh: bool = True,
 ) -> TestContext:
     """The test's context: the one registered (by the flow, or an earlier call) while the
     stored test is still at its revision, else rebuilt from the store's record (another
-    process may have added a model or a scenario). `record`: the test as the caller just read it.
+    process may have added a model or a scenario). `record`: the test as the caller just read
+    it. `fresh=False` takes a registered context as it is (a flow's own cells, whose flow
+    registered it), without reading the store.
     """
     with _contexts_lock:
         cached = _contexts.get(test_id)
+    if cached is not None and not fresh:
+        return cached
     store = store or (cached.store if cached else Store.from_settings())
     revision = record.revision if record is not None else store.test_revision(test_id)
     if cached is not None and cached.revision == revision:
@@ -307,7 +315,9 @@ async def run_invocation(cell: Cell, run_id: str | None = None) -> Any:
     A terminated cell ends its task run Cancelled, so the Prefect UI tells it apart. `run_id`
     names a run the API already opened (`invocation_run`), which this task then carries out.
     """
-    ctx = context_for(cell.test_id)
+    # The flow that maps this task registered the context (run-test) or refreshed it just
+    # before (run-invocation-flow): no store read on the event loop per cell.
+    ctx = context_for(cell.test_id, fresh=False)
     run = await run_in(STORE, ctx.store.get_run, run_id) if run_id else None
     inv, run = await execute_invocation(ctx, cell, run=run)
     task_ctx = TaskRunContext.get()

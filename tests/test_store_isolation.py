@@ -262,3 +262,22 @@ def test_an_old_owner_string_is_read_and_waits_for_its_lease(any_store: Store) -
     any_store.start_run(inv_id, owner=old, lease_s=3600)
     with pytest.raises(TransitionError, match="is running"):
         any_store.start_run(inv_id)
+
+
+def test_a_regrade_of_an_older_run_does_not_overwrite_a_newer_one(any_store: Store) -> None:  # noqa: F811
+    _, invs = _test(any_store, 1)
+    inv_id = invs[0].invocation_id
+    first = any_store.start_run(inv_id)
+    first.status, first.finished_at = Status.completed, utcnow()
+    any_store.finish_run(first, invocation={"status": Status.completed}, generations=[], scores=[])
+    second = any_store.start_run(inv_id, allowed=frozenset({Status.completed}))
+    # A regrade of run 1 read before run 2 started must not touch the running invocation.
+    assert not any_store.record_grading(inv_id, [], {"score": 0.1}, run_number=first.number)
+    second.status, second.finished_at = Status.completed, utcnow()
+    any_store.finish_run(
+        second, invocation={"status": Status.completed, "score": 0.9}, generations=[], scores=[]
+    )
+    assert not any_store.record_grading(inv_id, [], {"score": 0.1}, run_number=first.number)
+    assert any_store.get_invocation(inv_id).score == 0.9
+    assert any_store.record_grading(inv_id, [], {"score": 0.5}, run_number=second.number)
+    assert any_store.get_invocation(inv_id).score == 0.5

@@ -947,17 +947,31 @@ class Store:
     # ------------------------------------------------------------------ grading
 
     def record_grading(
-        self, invocation_id: str, scores: list[StandardScore], invocation: dict[str, Any]
-    ) -> None:
-        """Add a (re)grading: new score rows, earlier ones kept; the invocation shows the latest."""
+        self,
+        invocation_id: str,
+        scores: list[StandardScore],
+        invocation: dict[str, Any],
+        *,
+        run_number: int | None = None,
+    ) -> bool:
+        """Add a (re)grading: new score rows, earlier ones kept; the invocation shows the latest.
+
+        With `run_number` (the graded run's number) it is one conditional write: nothing is
+        written, and False returned, if the invocation is running again or its latest run is
+        another one (a re-run finished meanwhile: its own grading stands).
+        """
+        inv_c = t.invocations.c
+        statement = update(t.invocations).where(inv_c.invocation_id == invocation_id)
+        if run_number is not None:
+            statement = statement.where(
+                inv_c.attempts == run_number, inv_c.status != Status.running
+            )
         with self.engine.begin() as conn:
+            if not conn.execute(statement.values(**invocation)).rowcount:
+                return False  # nothing was written
             if scores:
                 conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
-            conn.execute(
-                update(t.invocations)
-                .where(t.invocations.c.invocation_id == invocation_id)
-                .values(**invocation)
-            )
+        return True
 
     def add_generations(self, generations: list[Generation]) -> None:
         if generations:
