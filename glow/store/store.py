@@ -138,6 +138,29 @@ def _insert_new(conn: Connection, table: t.Table) -> Any:
 
 
 @functools.cache
+def _start_update(takeover: str) -> Update:
+    """`start_run`'s write: UPDATE invocations SET <the parameters' columns> WHERE the row is
+    still as read (invocation_id = :_key, status = :_status, attempts = :_attempts) and, for a
+    takeover, its owner is still the dead one (`dead`) or its lease still expired (`expired`)."""
+    inv_c = t.invocations.c
+    statement = update(t.invocations).where(
+        inv_c.invocation_id == bindparam(_KEY),
+        inv_c.status == bindparam("_status"),
+        inv_c.attempts == bindparam("_attempts"),
+    )
+    if takeover == "dead":
+        statement = statement.where(inv_c.lease_owner == bindparam("_owner"))
+    elif takeover == "expired":  # and not renewed since it was read
+        statement = statement.where(
+            or_(
+                inv_c.lease_expires_at.is_(None),
+                inv_c.lease_expires_at < bindparam("_now", type_=t.UTCDateTime()),
+            )
+        )
+    return statement
+
+
+@functools.cache
 def _finish_update() -> Update:
     """UPDATE invocations SET <the parameters' columns> WHERE invocation_id = :_key AND status =
     :_running AND attempts = :_number: `finish_run`'s write, a no-op once the run is not live."""
@@ -685,7 +708,6 @@ class Store:
         """One attempt of `start_run`: read, decide, then one conditional UPDATE that holds only
         if the row is still as read (same status and attempts, and for a takeover the same
         expired lease or dead owner). None if another caller changed it first."""
-        inv_c = t.invocations.c
         now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -713,29 +735,25 @@ class Store:
                     f"invocation {invocation_id} is {status.value}; it can be run only when "
                     f"{' or '.join(sorted(s.value for s in allowed))}"
                 )
-            guard = [
-                inv_c.invocation_id == invocation_id,
-                inv_c.status == status,
-                inv_c.attempts == row.attempts,
-            ]
-            if stale and dead:
-                guard.append(inv_c.lease_owner == row.lease_owner)
-            elif stale:  # expired: and not renewed since it was read
-                guard.append(or_(inv_c.lease_expires_at.is_(None), inv_c.lease_expires_at < now))
             number = int(row.attempts) + 1
+            takeover = ("dead" if dead else "expired") if stale else ""
             won = conn.execute(
-                update(t.invocations)
-                .where(*guard)
-                .values(
-                    status=Status.running,
-                    attempts=number,
-                    started_at=now,
-                    finished_at=None,
-                    error_type=None,
-                    error_message=None,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                )
+                _start_update(takeover),
+                {
+                    _KEY: invocation_id,
+                    "_status": status,
+                    "_attempts": row.attempts,
+                    "_owner": row.lease_owner,
+                    "_now": now,
+                    "status": Status.running,
+                    "attempts": number,
+                    "started_at": now,
+                    "finished_at": None,
+                    "error_type": None,
+                    "error_message": None,
+                    "lease_owner": owner,
+                    "lease_expires_at": now + timedelta(seconds=lease_s),
+                },
             ).rowcount
             if not won:
                 return None
