@@ -41,7 +41,7 @@ def fresh_context(test_id: str, store: Store) -> TestContext:
     """
     ctx = context_for(test_id, store)
     if ctx.publisher is not None:
-        ctx = TestContext(test_id, ctx.loaded, ctx.store)
+        ctx = TestContext(test_id, ctx.loaded, ctx.store, revision=ctx.revision)
         register_context(ctx)
     return ctx
 

@@ -164,7 +164,7 @@ async def run_test(
     record, plan = create_or_resume(store, loaded, test_id, resume=resume)
     test_id = record.test_id
     publisher = ArtifactPublisher()
-    context = TestContext(test_id, loaded, store, publisher=publisher)
+    context = TestContext(test_id, loaded, store, publisher=publisher, revision=record.revision)
     register_context(context)
     flow_ctx = FlowRunContext.get()
     flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None

@@ -11,23 +11,23 @@ died (kill -9) is noticed when its leases run out, and a live runner's cells are
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from glow.store.owner import make_owner
+
 if TYPE_CHECKING:
     from glow.store import Store
 
-# This process, as a lease owner: host and pid let a runner on the same host reclaim the cells
-# of a dead one at once (glow.store.owner_is_dead); others wait for the lease to run out.
-OWNER = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+# This process, as a lease owner: host, pid and host namespace (boot id + PID namespace) let a
+# runner in the same namespace reclaim the cells of a dead one at once (glow.store.owner);
+# others wait for the lease to run out.
+OWNER = make_owner()
 POLL_S = 0.5
 RENEW_EVERY_S = 10.0
 LEASE_S = 60.0

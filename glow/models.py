@@ -521,6 +521,9 @@ class TestRecord(BaseModel):
     status: Literal["created", "running", "completed", "cancelled", "budget_exhausted"] = "created"
     skipped: list[SkippedCell] = Field(default_factory=list)
     flow_run_id: str | None = None
+    # Bumped by the store on every change to what defines the test (spec, rubric, skipped
+    # cells, spec_path): per-process caches of the resolved test are keyed by it.
+    revision: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

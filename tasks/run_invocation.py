@@ -76,6 +76,9 @@ class TestContext:
     store: Store
     publisher: ArtifactPublisher | None = None
     tools: dict[str, Any] = field(default_factory=dict)
+    # The stored test's revision `loaded` was built from (None: read it when registered); the
+    # per-process cache holds a context only while the store still has that revision.
+    revision: int | None = None
 
     def __post_init__(self) -> None:
         self.scenarios = self.loaded.scenarios_by_id
@@ -113,18 +116,35 @@ _contexts_lock = threading.Lock()
 
 
 def register_context(ctx: TestContext) -> None:
+    if ctx.revision is None:
+        ctx.revision = ctx.store.test_revision(ctx.test_id)
     with _contexts_lock:
         _contexts[ctx.test_id] = ctx
 
 
-def context_for(test_id: str, store: Store | None = None) -> TestContext:
-    """The test's context: registered by the flow, else rebuilt from the store's record."""
+def context_for(
+    test_id: str,
+    store: Store | None = None,
+    record: TestRecord | None = None,
+    *,
+    fresh: bool = True,
+) -> TestContext:
+    """The test's context: the one registered (by the flow, or an earlier call) while the
+    stored test is still at its revision, else rebuilt from the store's record (another
+    process may have added a model or a scenario). `record`: the test as the caller just read
+    it. `fresh=False` takes a registered context as it is (a flow's own cells, whose flow
+    registered it), without reading the store.
+    """
     with _contexts_lock:
-        if test_id in _contexts:
-            return _contexts[test_id]
-    store = store or Store.from_settings()
-    record = store.get_test(test_id)
-    ctx = TestContext(test_id, resolve_record(record), store)
+        cached = _contexts.get(test_id)
+    if cached is not None and not fresh:
+        return cached
+    store = store or (cached.store if cached else Store.from_settings())
+    revision = record.revision if record is not None else store.test_revision(test_id)
+    if cached is not None and cached.revision == revision:
+        return cached
+    record = record if record is not None else store.get_test(test_id)
+    ctx = TestContext(test_id, resolve_record(record), store, revision=record.revision)
     register_context(ctx)
     return ctx
 
@@ -358,7 +378,8 @@ async def execute_invocation(
     inv = inv.model_copy(
         update={**values, "status": final, "attempts": run.number, "started_at": run.started_at}
     )
-    if final is not values["status"]:  # terminated meanwhile: the late result was discarded
+    if final is not values["status"] or run.status is not values["status"]:
+        # Terminated (or completed by another run) meanwhile: the late result was discarded.
         inv = await run_in(STORE, ctx.store.get_invocation, inv.invocation_id, runs=False)
     if test_cancelled:
         raise asyncio.CancelledError  # the caller is being cancelled; the store already knows
@@ -377,7 +398,9 @@ async def run_invocation(cell: Cell, run_id: str | None = None) -> Any:
     A terminated cell ends its task run Cancelled, so the Prefect UI tells it apart. `run_id`
     names a run the API already opened (`invocation_run`), which this task then carries out.
     """
-    ctx = context_for(cell.test_id)
+    # The flow that maps this task registered the context (run-test) or refreshed it just
+    # before (run-invocation-flow): no store read on the event loop per cell.
+    ctx = context_for(cell.test_id, fresh=False)
     run = await run_in(STORE, ctx.store.get_run, run_id) if run_id else None
     inv, run = await execute_invocation(ctx, cell, run=run, grade_only=None)
     task_ctx = TaskRunContext.get()

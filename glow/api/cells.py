@@ -101,12 +101,38 @@ def _pick(value: Named | str | None, existing: list[Named], what: str, draft: Dr
 
 
 def promote_draft(store: Store, draft: Draft) -> Invocation:
-    """Turn a draft into a queued invocation, adding what it brings to the test's spec."""
+    """Turn a draft into a queued invocation, adding what it brings to the test's spec.
+
+    The draft is taken out of the store first (one promotion per draft, and not one of an
+    older read of an edited draft), and put back if the promotion fails. The spec is written
+    only if nobody changed the test since it was read; else it is read again and redone.
+    """
+    from glow.store.store import StaleTest
+
+    store.claim_draft(draft)
+    try:
+        for _ in range(_PROMOTE_ROUNDS):
+            try:
+                return _promote(store, draft)
+            except StaleTest:
+                continue
+        raise ApiError(
+            409, f"test {draft.test_id} kept changing while draft {draft.draft_id} was promoted"
+        )
+    except BaseException:
+        store.restore_draft(draft)
+        raise
+
+
+_PROMOTE_ROUNDS = 50
+
+
+def _promote(store: Store, draft: Draft) -> Invocation:
     from glow.spec import resolve_test
-    from tasks.run_invocation import TestContext, register_context
+    from tasks.run_invocation import TestContext, context_for, register_context
 
     record = store.get_test(draft.test_id)
-    loaded = _context(store, draft.test_id)
+    loaded = context_for(draft.test_id, store, record=record).loaded
     spec = record.spec
     scenarios: list[Scenario] = list(loaded.scenarios)
     if draft.scenario is not None:
@@ -148,8 +174,11 @@ def promote_draft(store: Store, draft: Draft) -> Invocation:
         new_spec = type(spec).model_validate(new_spec.model_dump(mode="json"))
         new_loaded = resolve_test(new_spec, path=loaded.path)
         new_loaded.rubric = record.rubric
-        store.update_test(draft.test_id, spec=new_spec, skipped=new_loaded.skipped_cells())
-        register_context(TestContext(draft.test_id, new_loaded, store))
-    invocation = create_cell(store, draft.test_id, scenario.id, model.name, agent.name, draft.epoch)
-    store.delete_draft(draft.draft_id)
-    return invocation
+        revision = store.update_test(
+            draft.test_id,
+            expect_revision=record.revision,
+            spec=new_spec,
+            skipped=new_loaded.skipped_cells(),
+        )
+        register_context(TestContext(draft.test_id, new_loaded, store, revision=revision))
+    return create_cell(store, draft.test_id, scenario.id, model.name, agent.name, draft.epoch)

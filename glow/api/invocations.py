@@ -427,7 +427,8 @@ def invocation_draft(body: DraftEdit, store: StoreDep) -> Draft:  # type: ignore
         current = store.get_draft(draft_id)
         if fields.get("test_id", current.test_id) != current.test_id:
             raise ApiError(422, "test_id: a draft cannot move to another test")
-        draft = Draft.model_validate({**current.model_dump(), **fields})
+        # Only the fields given are written: a concurrent edit of other fields is kept.
+        return store.edit_draft(draft_id, **fields)
     else:
         if not fields.get("test_id"):
             raise ApiError(422, "test_id: needed to create a draft (or give draft_id to edit)")

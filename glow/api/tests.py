@@ -76,25 +76,24 @@ def run(body: TestRef, store: StoreDep) -> TestRunStarted:
     from flows.run_test import run_test
     from glow.api.background import start_flow
 
-    record = store.get_test(body.test_id)
-    if record.status == "running":
-        raise ApiError(409, f"test {record.test_id} is running (flow run {record.flow_run_id})")
+    before = store.get_test(body.test_id).status
+    # One conditional write claims the test: a second caller gets 409 naming the flow run.
+    record = store.begin_test_run(body.test_id)
     params: dict[str, Any] = {"test_id": record.test_id, "resume": True}
     if record.spec_path and _file_matches(record.spec_path, record.spec):
         params["path"] = record.spec_path
     else:
         params["test"] = record.spec
-    store.update_test(record.test_id, status="running")
 
     def crashed(exc: BaseException) -> None:
-        store.update_test(record.test_id, status="created")
+        store.end_test_run(record.test_id, "created")
 
     try:
         flow_run_id = start_flow(
             run_test, params, name=slugify(f"test-{record.name}"), on_crash=crashed
         )
     except Exception as exc:  # noqa: BLE001 - Prefect unreachable
-        store.update_test(record.test_id, status=record.status)
+        store.end_test_run(record.test_id, before if before != "running" else "created")
         raise ApiError(503, f"could not start a Prefect flow run: {exc}") from None
     return TestRunStarted(test_id=record.test_id, flow_run_id=flow_run_id)
 

@@ -8,15 +8,13 @@ holds even with several runners, the API and the CLI writing at once.
 from __future__ import annotations
 
 import functools
-import os
-import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import (
     Engine,
     Select,
@@ -26,6 +24,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -45,6 +44,7 @@ from glow.models import (
 )
 from glow.store import bulk
 from glow.store import tables as t
+from glow.store.owner import owner_is_dead
 
 # Which statuses each operation may start from (the seed's lifecycle).
 RUNNABLE = frozenset({Status.queued, Status.failed})
@@ -53,19 +53,14 @@ TERMINABLE = frozenset({Status.queued, Status.running})
 COMPLETABLE = frozenset({Status.queued, Status.running, Status.failed})
 
 
-def owner_is_dead(owner: str | None) -> bool:
-    """Whether a lease owner (`host:pid:nonce`, see glow.cancel) was a process on this host that
-    no longer exists: its cells can be reclaimed at once instead of after the lease runs out."""
-    parts = (owner or "").split(":")
-    if len(parts) != 3 or parts[0] != socket.gethostname()[:24] or not parts[1].isdigit():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, owned by another user
-        return False
-    return False
+# What defines a test: a change to any of these bumps its revision (see `Store.update_test`).
+DEFINITION = frozenset({"spec", "rubric", "skipped", "spec_path"})
+# How often a conditional write that lost a race re-reads and decides again before giving up.
+_RACE_ROUNDS = 50
+
+
+class StaleTest(TransitionError):
+    """A compare-and-set write of a test found another revision than the one it read."""
 
 
 class LeaseHeld(TransitionError):
@@ -79,6 +74,26 @@ class LeaseHeld(TransitionError):
 @functools.cache
 def _column_names(table: t.Table) -> frozenset[str]:
     return frozenset(c.name for c in table.columns)
+
+
+@functools.cache
+def _test_field(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(TestRecord.model_fields[name].annotation)
+
+
+def _test_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields of a TestRecord as column values, each validated by the field's own type."""
+    fixed = {"test_id", "created_at", "updated_at", "revision"}
+    unknown = sorted(set(fields) - set(TestRecord.model_fields) | (set(fields) & fixed))
+    if unknown:
+        raise ValueError(f"not changeable fields of a test: {', '.join(unknown)}")
+    json_cols = t.json_fields(t.tests)
+    values = {}
+    for name, value in fields.items():
+        adapter = _test_field(name)
+        valid = adapter.validate_python(value)
+        values[name] = adapter.dump_python(valid, mode="json" if name in json_cols else "python")
+    return values
 
 
 def _row(obj: BaseModel, table: t.Table, **extra: Any) -> dict[str, Any]:
@@ -111,11 +126,61 @@ def _update_by(table: t.Table, key: str) -> Update:
     return update(table).where(table.c[key] == bindparam(_KEY))
 
 
+def _insert_new(conn: Connection, table: t.Table) -> Any:
+    """INSERT that skips rows whose primary key exists (SQLite and PostgreSQL alike)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - the store runs on SQLite and PostgreSQL
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+@functools.cache
+def _start_update(takeover: str) -> Update:
+    """`start_run`'s write: UPDATE invocations SET <the parameters' columns> WHERE the row is
+    still as read (invocation_id = :_key, status = :_status, attempts = :_attempts) and, for a
+    takeover, its owner is still the dead one (`dead`) or its lease still expired (`expired`)."""
+    inv_c = t.invocations.c
+    statement = update(t.invocations).where(
+        inv_c.invocation_id == bindparam(_KEY),
+        inv_c.status == bindparam("_status"),
+        inv_c.attempts == bindparam("_attempts"),
+    )
+    if takeover == "dead":
+        statement = statement.where(inv_c.lease_owner == bindparam("_owner"))
+    elif takeover == "expired":  # and not renewed since it was read
+        statement = statement.where(
+            or_(
+                inv_c.lease_expires_at.is_(None),
+                inv_c.lease_expires_at < bindparam("_now", type_=t.UTCDateTime()),
+            )
+        )
+    return statement
+
+
+@functools.cache
+def _finish_update() -> Update:
+    """UPDATE invocations SET <the parameters' columns> WHERE invocation_id = :_key AND status =
+    :_running AND attempts = :_number: `finish_run`'s write, a no-op once the run is not live."""
+    inv_c = t.invocations.c
+    return update(t.invocations).where(
+        inv_c.invocation_id == bindparam(_KEY),
+        inv_c.status == bindparam("_running"),
+        inv_c.attempts == bindparam("_number"),
+    )
+
+
 def _check_columns(table: t.Table, values: dict[str, Any]) -> None:
     """Refuse names that are not columns, which an UPDATE built by `_update_by` would drop."""
     unknown = values.keys() - _column_names(table)
     if unknown:
         raise ValueError(f"not columns of {table.name}: {', '.join(sorted(unknown))}")
+
+
+# The execution option marking a store connection that only reads (see `_sqlite_pragmas`).
+_READ_ONLY = "glow_read_only"
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -132,7 +197,12 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front; the store's reads (`Store._read`) begin
+        # deferred and read a WAL snapshot, so they never wait behind a writer.
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -184,6 +254,10 @@ class Store:
 
         return cls(get_settings().store_url)
 
+    def _read(self) -> Connection:
+        """A connection for reads only: on SQLite its transaction does not take the write lock."""
+        return self.engine.connect().execution_options(**{_READ_ONLY: True})
+
     # ------------------------------------------------------------------ tests
 
     def create_test(self, record: TestRecord) -> None:
@@ -191,22 +265,92 @@ class Store:
             conn.execute(insert(t.tests).values(_row(record, t.tests)))
 
     def get_test(self, test_id: str) -> TestRecord:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(t.tests).where(t.tests.c.test_id == test_id)).first()
         if row is None:
             raise NotFound(f"test {test_id!r} not found; `glow tests list` shows the known tests")
         return TestRecord.model_validate(row._mapping)
 
-    def update_test(self, test_id: str, **fields: Any) -> None:
-        record = self.get_test(test_id).model_copy(update=fields)
-        record.updated_at = utcnow()
+    def update_test(
+        self, test_id: str, *, expect_revision: int | None = None, **fields: Any
+    ) -> int:
+        """Change the given fields of a test, and only those; return its revision after.
+
+        One UPDATE of the named columns: a change another process makes to other fields at the
+        same time is kept. A change to what defines the test (`DEFINITION`) bumps its
+        `revision`; with `expect_revision` the write happens only if the revision is still that
+        one (compare-and-set), else `StaleTest` (read the test again and redo the change).
+        """
+        values = _test_values(fields)
+        values["updated_at"] = utcnow()
+        tc = t.tests.c
+        statement = update(t.tests).where(tc.test_id == test_id)
+        if expect_revision is not None:
+            statement = statement.where(tc.revision == expect_revision)
+        if fields.keys() & DEFINITION:
+            values["revision"] = tc.revision + 1
         with self.engine.begin() as conn:
-            conn.execute(
-                update(t.tests).where(t.tests.c.test_id == test_id).values(_row(record, t.tests))
+            changed = conn.execute(statement.values(values)).rowcount
+            revision = conn.execute(select(tc.revision).where(tc.test_id == test_id)).scalar()
+        if revision is None:
+            raise NotFound(f"test {test_id!r} not found; `glow tests list` shows the known tests")
+        if not changed:
+            raise StaleTest(
+                f"test {test_id} was changed meanwhile (revision {revision}, read at "
+                f"{expect_revision}); read it again and retry"
+            )
+        return int(revision)
+
+    def test_revision(self, test_id: str) -> int:
+        """The test's `revision` (one small read, for caches keyed by it)."""
+        with self._read() as conn:
+            revision = conn.execute(
+                select(t.tests.c.revision).where(t.tests.c.test_id == test_id)
+            ).scalar()
+        if revision is None:
+            raise NotFound(f"test {test_id!r} not found; `glow tests list` shows the known tests")
+        return int(revision)
+
+    def begin_test_run(self, test_id: str) -> TestRecord:
+        """Mark a test running for one run-test flow; a test already running is refused.
+
+        One conditional UPDATE: of several callers at once, exactly one gets the test; the
+        others get a TransitionError naming the flow run that holds it.
+        """
+        tc = t.tests.c
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(t.tests)
+                .where(tc.test_id == test_id, tc.status != "running")
+                .values(status="running", updated_at=utcnow())
+            ).rowcount
+            row = conn.execute(select(t.tests).where(tc.test_id == test_id)).first()
+        if row is None:
+            raise NotFound(f"test {test_id!r} not found; `glow tests list` shows the known tests")
+        record = TestRecord.model_validate(row._mapping)
+        if not changed:
+            raise TransitionError(
+                f"test {test_id} is running (flow run {record.flow_run_id}); wait for it to "
+                "end, or cancel it"
+            )
+        return record
+
+    def end_test_run(self, test_id: str, status: str) -> bool:
+        """Set a running test's status (a run that could not start); False if it is not
+        running any more (another process moved it on, which is kept)."""
+        tc = t.tests.c
+        values = _test_values({"status": status})
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(t.tests)
+                    .where(tc.test_id == test_id, tc.status == "running")
+                    .values(**values, updated_at=utcnow())
+                ).rowcount
             )
 
     def list_tests(self, limit: int = 100) -> list[TestRecord]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.tests).order_by(t.tests.c.created_at.desc()).limit(limit)
             ).all()
@@ -245,14 +389,20 @@ class Store:
                     ).scalars()
                 )
             rows = [_row(inv, t.invocations) for i, inv in wanted.items() if i not in existing]
+            inserted = 0
             for i in range(0, len(rows), 500):
-                conn.execute(insert(t.invocations), rows[i : i + 500])
-        return len(rows)
+                # A row another caller inserted since the SELECT is skipped, not an error;
+                # RETURNING counts the rows inserted (an executemany's rowcount is -1 on psycopg).
+                statement = _insert_new(conn, t.invocations).returning(
+                    t.invocations.c.invocation_id
+                )
+                inserted += len(conn.execute(statement, rows[i : i + 500]).all())
+        return inserted
 
     def get_invocation(
         self, invocation_id: str, *, runs: bool = True, trace: bool = True
     ) -> Invocation:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(t.invocations).where(t.invocations.c.invocation_id == invocation_id)
             ).first()
@@ -271,7 +421,7 @@ class Store:
         return [Run.model_validate(r._mapping) for r in rows]
 
     def get_run(self, run_id: str) -> Run:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).first()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
@@ -297,7 +447,7 @@ class Store:
         query = query.order_by(t.invocations.c.invocation_id)
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             result = conn.execute(query)
             # Plain dicts: validating a RowMapping looks `runs` (not a column) up through
             # SQLAlchemy's missing-key path, an exception per row; dicts take half the time.
@@ -513,7 +663,7 @@ class Store:
         return bulk.column_batches(self.engine, t.generations, test_id, (), batch_rows)
 
     def count_invocations(self, test_id: str) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.invocations.c.status, func.count())
                 .where(t.invocations.c.test_id == test_id)
@@ -522,7 +672,7 @@ class Store:
         return {str(status): int(n) for status, n in rows}
 
     def count_generations(self, test_id: str) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(
                 conn.execute(
                     select(func.count()).where(t.generations.c.test_id == test_id)
@@ -543,8 +693,22 @@ class Store:
 
         A `running` invocation whose lease has expired (its runner died) may be taken over.
         """
-        now = utcnow()
         owner = owner or uuid.uuid4().hex
+        for _ in range(_RACE_ROUNDS):
+            run = self._try_start_run(invocation_id, allowed, owner, lease_s)
+            if run is not None:
+                return run
+        raise TransitionError(
+            f"invocation {invocation_id} kept changing while it was being started; try again"
+        )
+
+    def _try_start_run(
+        self, invocation_id: str, allowed: frozenset[Status], owner: str, lease_s: float
+    ) -> Run | None:
+        """One attempt of `start_run`: read, decide, then one conditional UPDATE that holds only
+        if the row is still as read (same status and attempts, and for a takeover the same
+        expired lease or dead owner). None if another caller changed it first."""
+        now = utcnow()
         with self.engine.begin() as conn:
             row = conn.execute(
                 _select_by(
@@ -557,11 +721,9 @@ class Store:
             if row is None:
                 raise NotFound(f"invocation {invocation_id!r} not found")
             status = Status(row.status)
-            stale = status is Status.running and (
-                row.lease_expires_at is None
-                or row.lease_expires_at < now
-                or owner_is_dead(row.lease_owner)
-            )
+            expired = row.lease_expires_at is None or row.lease_expires_at < now
+            dead = not expired and owner_is_dead(row.lease_owner)
+            stale = status is Status.running and (expired or dead)
             if status is Status.running and not stale and status not in allowed:
                 raise LeaseHeld(
                     f"invocation {invocation_id} is running (its runner holds it until "
@@ -573,6 +735,28 @@ class Store:
                     f"invocation {invocation_id} is {status.value}; it can be run only when "
                     f"{' or '.join(sorted(s.value for s in allowed))}"
                 )
+            number = int(row.attempts) + 1
+            takeover = ("dead" if dead else "expired") if stale else ""
+            won = conn.execute(
+                _start_update(takeover),
+                {
+                    _KEY: invocation_id,
+                    "_status": status,
+                    "_attempts": row.attempts,
+                    "_owner": row.lease_owner,
+                    "_now": now,
+                    "status": Status.running,
+                    "attempts": number,
+                    "started_at": now,
+                    "finished_at": None,
+                    "error_type": None,
+                    "error_message": None,
+                    "lease_owner": owner,
+                    "lease_expires_at": now + timedelta(seconds=lease_s),
+                },
+            ).rowcount
+            if not won:
+                return None
             if stale:
                 # The dead runner's open run is closed as terminated, its partial trace kept.
                 conn.execute(
@@ -586,22 +770,7 @@ class Store:
                         error_message="the runner holding this run stopped without finishing",
                     )
                 )
-            number = int(row.attempts) + 1
             run = Run(invocation_id=invocation_id, number=number, started_at=now)
-            conn.execute(
-                _update_by(t.invocations, "invocation_id"),
-                {
-                    _KEY: invocation_id,
-                    "status": Status.running,
-                    "attempts": number,
-                    "started_at": now,
-                    "finished_at": None,
-                    "error_type": None,
-                    "error_message": None,
-                    "lease_owner": owner,
-                    "lease_expires_at": now + timedelta(seconds=lease_s),
-                },
-            )
             conn.execute(insert(t.runs), _row(run, t.runs))
         return run
 
@@ -615,46 +784,61 @@ class Store:
     ) -> Status:
         """Record a finished run in one transaction.
 
-        If the invocation was terminated while the run was in flight, the late result is
-        discarded: the run keeps its trace but the invocation stays terminated. Returns the
-        invocation's status after the write.
+        If the invocation is no longer running this run (terminated, completed or taken over
+        while it was in flight), the late result is discarded: the invocation is left as it
+        is, the run ends `terminated` (`run.status` too, so the caller can tell) keeping its
+        trace and output, and its generations are stored all the same: they were paid for.
+        Returns the invocation's status after the write.
         """
         _check_columns(t.invocations, invocation)
         with self.engine.begin() as conn:
-            current = conn.execute(
-                _select_by(t.invocations, "invocation_id", ("status", "attempts")),
-                {_KEY: run.invocation_id},
-            ).first()
-            if current is None:
-                raise NotFound(f"invocation {run.invocation_id!r} not found")
-            live = Status(current.status) is Status.running and current.attempts == run.number
-            if not live:
-                run.status = Status.terminated
-                conn.execute(
-                    update(t.runs)
-                    .where(t.runs.c.run_id == run.run_id)
-                    .values(
-                        status=Status.terminated,
-                        finished_at=run.finished_at or utcnow(),
-                        trace=_row(run, t.runs)["trace"],
-                    )
-                )
-                return Status(current.status)
-            conn.execute(_update_by(t.runs, "run_id"), {**_row(run, t.runs), _KEY: run.run_id})
-            conn.execute(
-                _update_by(t.invocations, "invocation_id"),
+            # One conditional write decides: the run is live only if the invocation is still
+            # running this very run (a terminate, a takeover or a complete moved it on).
+            live = conn.execute(
+                _finish_update(),
                 {
                     **invocation,
                     "lease_owner": None,
                     "lease_expires_at": None,
                     _KEY: run.invocation_id,
+                    "_running": Status.running,
+                    "_number": run.number,
                 },
-            )
+            ).rowcount
             if generations:
+                # Every generation was paid for: a discarded run's stay too, under its run_id.
                 conn.execute(insert(t.generations), [_row(g, t.generations) for g in generations])
-            if scores:
-                conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
-        return Status(invocation.get("status", Status.running))
+            if live:
+                conn.execute(_update_by(t.runs, "run_id"), {**_row(run, t.runs), _KEY: run.run_id})
+                if scores:
+                    conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
+                return Status(invocation.get("status", Status.running))
+            current = conn.execute(
+                _select_by(t.invocations, "invocation_id", ("status",)), {_KEY: run.invocation_id}
+            ).scalar()
+            if current is None:
+                raise NotFound(f"invocation {run.invocation_id!r} not found")
+            status = Status(current)
+            run.status = Status.terminated
+            if run.error_type is None:
+                run.error_type = "Discarded"
+                run.error_message = (
+                    f"the invocation was {status.value} when this run finished; "
+                    "its result was discarded"
+                )
+            conn.execute(
+                update(t.runs)
+                .where(t.runs.c.run_id == run.run_id)
+                .values(
+                    status=Status.terminated,
+                    finished_at=run.finished_at or utcnow(),
+                    output=run.output,
+                    error_type=run.error_type,
+                    error_message=run.error_message,
+                    trace=_row(run, t.runs)["trace"],
+                )
+            )
+            return status
 
     def complete_run(
         self,
@@ -730,41 +914,48 @@ class Store:
     ) -> Invocation:
         """Guarded status change (terminate, complete, requeue); refused with the current status."""
         inv_c = t.invocations.c
-        now = utcnow()
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(inv_c.status).where(inv_c.invocation_id == invocation_id)
-            ).first()
+        for _ in range(_RACE_ROUNDS):
+            now = utcnow()
+            extra: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+            if to in FINAL_STATUSES:
+                extra["finished_at"] = now
+            with self.engine.begin() as conn:
+                won = conn.execute(
+                    update(t.invocations)
+                    .where(inv_c.invocation_id == invocation_id, inv_c.status.in_(allowed))
+                    .values(status=to, **extra, **(values or {}))
+                ).rowcount
+                if won and to is Status.terminated:
+                    conn.execute(
+                        update(t.runs)
+                        .where(t.runs.c.invocation_id == invocation_id)
+                        .where(t.runs.c.status == Status.running)
+                        .values(status=Status.terminated, finished_at=now)
+                    )
+                row = conn.execute(
+                    select(t.invocations).where(inv_c.invocation_id == invocation_id)
+                ).first()
             if row is None:
                 raise NotFound(f"invocation {invocation_id!r} not found")
+            if won:
+                return Invocation.model_validate(row._mapping)
             status = Status(row.status)
             if status not in allowed:
                 raise TransitionError(
                     f"invocation {invocation_id} is {status.value}; cannot make it {to.value}"
                 )
-            extra: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
-            if to in FINAL_STATUSES:
-                extra["finished_at"] = now
-            conn.execute(
-                update(t.invocations)
-                .where(inv_c.invocation_id == invocation_id)
-                .values(status=to, **extra, **(values or {}))
-            )
-            if to is Status.terminated:
-                conn.execute(
-                    update(t.runs)
-                    .where(t.runs.c.invocation_id == invocation_id)
-                    .where(t.runs.c.status == Status.running)
-                    .values(status=Status.terminated, finished_at=now)
-                )
-        return self.get_invocation(invocation_id, runs=False)
+            # It came back to an allowed status after the UPDATE missed it: decide again.
+        raise TransitionError(
+            f"invocation {invocation_id} kept changing while it was being made {to.value}; "
+            "try again"
+        )
 
     def terminated_among(self, invocation_ids: list[str]) -> list[str]:
         """Which of these invocations are terminated now (one query, for the cancel watcher)."""
         if not invocation_ids:
             return []
         inv_c = t.invocations.c
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return list(
                 conn.execute(
                     select(inv_c.invocation_id)
@@ -788,7 +979,7 @@ class Store:
             )
 
     def test_for_flow_run(self, flow_run_id: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(
                 select(t.tests.c.test_id).where(t.tests.c.flow_run_id == flow_run_id)
             ).scalar()
@@ -798,49 +989,62 @@ class Store:
         inv_c = t.invocations.c
         now = utcnow()
         with self.engine.begin() as conn:
-            ids = list(
-                conn.execute(
-                    select(inv_c.invocation_id)
-                    .where(inv_c.test_id == test_id)
-                    .where(inv_c.status.in_([Status.queued, Status.running]))
-                ).scalars()
-            )
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                conn.execute(
-                    update(t.invocations)
-                    .where(inv_c.invocation_id.in_(chunk))
-                    .values(
-                        status=Status.terminated,
-                        finished_at=now,
-                        error_type="Cancelled",
-                        error_message=reason,
-                        lease_owner=None,
-                        lease_expires_at=None,
+            # One conditional UPDATE: a cell that finished meanwhile keeps its status.
+            count = conn.execute(
+                update(t.invocations)
+                .where(inv_c.test_id == test_id)
+                .where(inv_c.status.in_([Status.queued, Status.running]))
+                .values(
+                    status=Status.terminated,
+                    finished_at=now,
+                    error_type="Cancelled",
+                    error_message=reason,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            ).rowcount
+            conn.execute(
+                update(t.runs)
+                .where(t.runs.c.status == Status.running)
+                .where(
+                    t.runs.c.invocation_id.in_(
+                        select(inv_c.invocation_id)
+                        .where(inv_c.test_id == test_id)
+                        .where(inv_c.status == Status.terminated)
                     )
                 )
-                conn.execute(
-                    update(t.runs)
-                    .where(t.runs.c.invocation_id.in_(chunk))
-                    .where(t.runs.c.status == Status.running)
-                    .values(status=Status.terminated, finished_at=now)
-                )
-        return len(ids)
+                .values(status=Status.terminated, finished_at=now)
+            )
+        return int(count)
 
     # ------------------------------------------------------------------ grading
 
     def record_grading(
-        self, invocation_id: str, scores: list[StandardScore], invocation: dict[str, Any]
-    ) -> None:
-        """Add a (re)grading: new score rows, earlier ones kept; the invocation shows the latest."""
+        self,
+        invocation_id: str,
+        scores: list[StandardScore],
+        invocation: dict[str, Any],
+        *,
+        run_number: int | None = None,
+    ) -> bool:
+        """Add a (re)grading: new score rows, earlier ones kept; the invocation shows the latest.
+
+        With `run_number` (the graded run's number) it is one conditional write: nothing is
+        written, and False returned, if the invocation is running again or its latest run is
+        another one (a re-run finished meanwhile: its own grading stands).
+        """
+        inv_c = t.invocations.c
+        statement = update(t.invocations).where(inv_c.invocation_id == invocation_id)
+        if run_number is not None:
+            statement = statement.where(
+                inv_c.attempts == run_number, inv_c.status != Status.running
+            )
         with self.engine.begin() as conn:
+            if not conn.execute(statement.values(**invocation)).rowcount:
+                return False  # nothing was written
             if scores:
                 conn.execute(insert(t.scores), [_row(s, t.scores) for s in scores])
-            conn.execute(
-                update(t.invocations)
-                .where(t.invocations.c.invocation_id == invocation_id)
-                .values(**invocation)
-            )
+        return True
 
     def add_generations(self, generations: list[Generation]) -> None:
         if generations:
@@ -848,7 +1052,7 @@ class Store:
                 conn.execute(insert(t.generations), [_row(g, t.generations) for g in generations])
 
     def scores_for(self, invocation_id: str) -> list[StandardScore]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.scores)
                 .where(t.scores.c.invocation_id == invocation_id)
@@ -862,36 +1066,84 @@ class Store:
         )
         if run_id:
             query = query.where(t.generations.c.run_id == run_id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return list(conn.execute(query).scalars())
 
     # ------------------------------------------------------------------ drafts
 
     def save_draft(self, draft: Draft) -> Draft:
+        """Store a new draft, or replace a whole draft (one upsert, no check-then-write).
+
+        To change some fields of a stored draft, `edit_draft` writes only those.
+        """
         draft.updated_at = utcnow()
+        row = _row(draft, t.drafts)
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                select(t.drafts.c.draft_id).where(t.drafts.c.draft_id == draft.draft_id)
-            ).first()
-            if exists:
+            inserted = conn.execute(_insert_new(conn, t.drafts).values(row)).rowcount
+            if not inserted:
                 conn.execute(
-                    update(t.drafts)
-                    .where(t.drafts.c.draft_id == draft.draft_id)
-                    .values(_row(draft, t.drafts))
+                    update(t.drafts).where(t.drafts.c.draft_id == draft.draft_id).values(row)
                 )
-            else:
-                conn.execute(insert(t.drafts).values(_row(draft, t.drafts)))
         return draft
 
+    def edit_draft(self, draft_id: str, **fields: Any) -> Draft:
+        """Change the given fields of a draft, and only those; return the draft as stored.
+
+        The draft they make with the stored one is validated first; a draft promoted or
+        deleted meanwhile is NotFound (nothing written).
+        """
+        current = self.get_draft(draft_id)
+        now = utcnow()
+        merged = Draft.model_validate({**current.model_dump(), **fields, "updated_at": now})
+        values = {k: v for k, v in _row(merged, t.drafts).items() if k in fields}
+        values["updated_at"] = now
+        values.pop("draft_id", None)
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(t.drafts).where(t.drafts.c.draft_id == draft_id).values(values)
+            ).rowcount
+            row = conn.execute(select(t.drafts).where(t.drafts.c.draft_id == draft_id)).first()
+        if not changed or row is None:
+            raise NotFound(f"draft {draft_id!r} not found (promoted or deleted meanwhile)")
+        return Draft.model_validate(row._mapping)
+
+    def claim_draft(self, draft: Draft) -> None:
+        """Take a draft out of the store to promote it, if it is still as read.
+
+        One conditional DELETE: of several promotions at once exactly one gets the draft; the
+        others get NotFound (it is gone) or a TransitionError (it was edited since `draft` was
+        read: promote it again). `restore_draft` puts it back if the promotion fails.
+        """
+        dc = t.drafts.c
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                t.drafts.delete().where(
+                    dc.draft_id == draft.draft_id, dc.updated_at == draft.updated_at
+                )
+            ).rowcount
+            if taken:
+                return
+            exists = conn.execute(select(dc.draft_id).where(dc.draft_id == draft.draft_id)).first()
+        if exists is None:
+            raise NotFound(f"draft {draft.draft_id!r} not found (promoted or deleted meanwhile)")
+        raise TransitionError(
+            f"draft {draft.draft_id} was edited while it was being promoted; promote it again"
+        )
+
+    def restore_draft(self, draft: Draft) -> None:
+        """Put back a draft taken by `claim_draft` whose promotion failed."""
+        with self.engine.begin() as conn:
+            conn.execute(_insert_new(conn, t.drafts).values(_row(draft, t.drafts)))
+
     def get_draft(self, draft_id: str) -> Draft:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(t.drafts).where(t.drafts.c.draft_id == draft_id)).first()
         if row is None:
             raise NotFound(f"draft {draft_id!r} not found")
         return Draft.model_validate(row._mapping)
 
     def list_drafts(self, test_id: str) -> list[Draft]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.drafts)
                 .where(t.drafts.c.test_id == test_id)
