@@ -291,6 +291,8 @@ async def aregrade_test(
                     "judge_cost_usd": judge_cost,
                     "cost_usd": known_sum([inv.model_cost_usd, judge_cost]),
                 },
+                # one conditional write: a re-run that finished meanwhile keeps its own grading
+                run_number=runs[-1].number,
             )
         else:
             store.add_generations(result.generations)
@@ -309,6 +311,8 @@ async def aregrade_test(
                     "judge_cost_usd": judge_cost,
                     "cost_usd": known_sum([inv.model_cost_usd, judge_cost]),
                 },
+                # one conditional write: a re-run that finished meanwhile keeps its own grading
+                run_number=runs[-1].number,
             )
         if on_progress:
             on_progress(done, len(targets))
