@@ -205,6 +205,7 @@ class PairedResult:
     losses: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields by name, as the comparison tables' columns take them."""
         return asdict(self)
 
 

@@ -47,6 +47,7 @@ class StagedFile:
         return self.path
 
     def discard(self) -> None:
+        """Remove the staged file, leaving the published one as it was (a sibling failed)."""
         self.tmp.unlink(missing_ok=True)
 
 
