@@ -29,11 +29,11 @@ import pyarrow as pa
 
 from glow import stats
 from glow.models import FINAL_STATUSES, Status, TestRecord
+from glow.results.schema import OVERALL
 
 if TYPE_CHECKING:
     from glow.store import Store
 
-OVERALL = "*"
 
 PAIRWISE_SCHEMA = pa.schema(
     [
@@ -104,21 +104,6 @@ def _codes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     return np.unique(combined, return_inverse=True)[1].reshape(-1)
 
 
-def cluster_labels(scenario_ids: pd.Series, clusters: Mapping[str, str] | None) -> np.ndarray:
-    """Each row's cluster as an integer code: its scenario, or its `cluster_by` value.
-
-    Works on the distinct scenario ids only (a categorical column stays cheap at a million rows).
-    """
-    codes, uniques = pd.factorize(scenario_ids)
-    if clusters is None:
-        return codes
-    labels = [
-        f"value={clusters[sid]}" if sid in clusters else f"scenario={sid}"
-        for sid in map(str, uniques)
-    ]
-    return pd.factorize(np.asarray(labels, dtype=object)[codes])[0]
-
-
 def scenario_clusters(record: TestRecord) -> dict[str, str] | None:
     """scenario_id -> value of the test's `cluster_by` metadata key (None without `cluster_by`).
 
@@ -168,7 +153,7 @@ def pairwise_table(invocations: pa.Table, clusters: Mapping[str, str] | None = N
     cell_first = np.unique(cell, return_index=True)[1]
     row_category, category_names = pd.factorize(frame["category"])
     cell_category = row_category[cell_first]
-    cell_cluster = cluster_labels(frame["scenario_id"].iloc[cell_first], clusters)
+    cell_cluster = stats.cluster_labels(frame["scenario_id"].iloc[cell_first], clusters)
     order = sorted(range(n_combos), key=lambda c: names[c])
 
     rows: list[dict[str, Any]] = []
@@ -241,7 +226,7 @@ def regression_table(
     for category in _categories(shared):
         part = shared if category == OVERALL else shared[shared["category"] == category]
         for (model, agent), group in part.groupby(["model", "agent"], sort=True, observed=True):
-            codes = cluster_labels(group["scenario_id"], clusters)
+            codes = stats.cluster_labels(group["scenario_id"], clusters)
             paired = stats.paired_difference(group["score_new"], group["score_base"], codes)
             cost_base = _known_cost(group["cost_usd_base"], group["status_base"])
             cost_new = _known_cost(group["cost_usd_new"], group["status_new"])

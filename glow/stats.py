@@ -1,4 +1,4 @@
-"""Statistics of eval scores: standard errors, 95% CIs, clustered errors, paired comparisons.
+"""Statistics of eval scores: standard errors, 95% CIs, clustered errors, pass@k, paired tests.
 
 Follows Miller 2024, "Adding Error Bars to Evals" (arXiv 2411.00640):
 
@@ -16,15 +16,20 @@ Follows Miller 2024, "Adding Error Bars to Evals" (arXiv 2411.00640):
   differences with G-1 degrees of freedom (the cluster-robust t-test). The t distribution rather
   than 1.96 because a test often has few clusters; with one item per cluster it is the textbook
   paired t-test. The CI excludes 0 exactly when p < 0.05.
+- pass@k with epochs is the mean over scenarios of the unbiased estimator 1 - C(n-c, k) / C(n, k)
+  (Chen et al. 2021, "Evaluating Large Language Models Trained on Code").
 
-Pure numpy and the standard library (no scipy): the Student t distribution is computed here
+AggregatedResults needs these per group over whole columns: `grouped_clustered_stderr`,
+`grouped_pass_at_k` and `cluster_labels` compute them for every group at once.
+
+numpy, pandas and the standard library (no scipy): the Student t distribution is computed here
 from the regularized incomplete beta function (`t_sf`, `t_quantile`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -200,6 +205,7 @@ class PairedResult:
     losses: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields by name, as the comparison tables' columns take them."""
         return asdict(self)
 
 
@@ -263,6 +269,27 @@ def paired_difference(
     )
 
 
+# --------------------------------------------------------------------------- whole-column groups
+
+
+def cluster_labels(scenario_ids: pd.Series, clusters: Mapping[str, str] | None) -> np.ndarray:
+    """Each row's cluster as an integer code: its scenario, or its `cluster_by` value.
+
+    `clusters` maps scenario_id -> value of the test's `cluster_by` metadata key (None: every
+    scenario is a cluster, so its epochs are one); a scenario missing from it is a cluster of its
+    own. Works on the distinct scenario ids only (a categorical column stays cheap at a million
+    rows).
+    """
+    codes, uniques = pd.factorize(scenario_ids)
+    if clusters is None:
+        return codes
+    labels = [
+        f"value={clusters[sid]}" if sid in clusters else f"scenario={sid}"
+        for sid in map(str, uniques)
+    ]
+    return pd.factorize(np.asarray(labels, dtype=object)[codes])[0]
+
+
 def grouped_clustered_stderr(
     groups: np.ndarray, clusters: np.ndarray, values: np.ndarray
 ) -> pd.Series:
@@ -281,3 +308,29 @@ def grouped_clustered_stderr(
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = n_clusters / (n_clusters - 1) * squares / n.astype(np.float64) ** 2
     return np.sqrt(variance).where(n_clusters >= 2)
+
+
+def grouped_pass_at_k(
+    groups: np.ndarray, scenarios: np.ndarray, passed: np.ndarray, k: int
+) -> pd.Series:
+    """pass@k of every group at once: per group, the mean over its scenarios of the unbiased
+    estimator 1 - C(n-c, k) / C(n, k) (n = the scenario's graded epochs, c = its passes), with k
+    clipped to each scenario's n, which makes it "did any epoch pass".
+
+    `groups`, `scenarios` (integer codes) and `passed` (0/1) are the graded rows; returns a
+    Series indexed by group code.
+    """
+    width = int(scenarios.max()) + 1 if len(scenarios) else 1
+    per = pd.Series(passed).groupby(groups * width + scenarios).agg(["count", "sum"])
+    n = per["count"].to_numpy(dtype=np.float64)
+    c = per["sum"].to_numpy(dtype=np.float64)
+    k_eff = np.minimum(n, k)
+    # C(n-c, k) / C(n, k) = prod_{i<k} (n-c-i) / (n-i): a short loop over k (= epochs) instead
+    # of per-scenario big-integer binomials; a factor <= 0 means some epoch must have passed.
+    ratio = np.ones_like(n)
+    for i in range(k):
+        active = i < k_eff
+        factor = np.clip((n - c - i) / np.maximum(n - i, 1.0), 0.0, None)
+        ratio = np.where(active, ratio * factor, ratio)
+    per_scenario = pd.Series(1.0 - ratio, index=per.index.to_numpy() // width)
+    return per_scenario.groupby(level=0).mean()
