@@ -76,7 +76,7 @@ except ImportError:  # pragma: no cover - orjson is installed in the project ven
     _loads = json.loads
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_SCENARIOS = PROJECT_ROOT / "data" / "scenarios"
 URL_PREFIX = "GLOW_SIMULATOR_URL="
 GENERIC_REPLY = "I am not sure."

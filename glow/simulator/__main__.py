@@ -1,0 +1,5 @@
+import sys
+
+from glow.simulator.core import main
+
+sys.exit(main())
