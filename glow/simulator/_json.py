@@ -1,7 +1,7 @@
 """JSON for the simulator's bodies: orjson when it is installed, else the standard library.
 
 The simulator encodes one body per request and one per streamed chunk, under the load of a
-whole bench; orjson (installed with the project's dependencies) keeps that cost small.
+whole bench; orjson (a dependency of Prefect, so normally present) keeps that cost small.
 """
 
 from __future__ import annotations
