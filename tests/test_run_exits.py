@@ -243,14 +243,14 @@ def test_bad_line_in_the_simulators_scenarios_is_exit_2(
     before anything starts, and the simulator's folder can be pointed at a broken copy."""
     from typer.testing import CliRunner
 
-    import glow.simulator
+    import glow.simulator.scenarios
     from glow.cli import app
 
     folder = tmp_path / "sim-scenarios"
     folder.mkdir()
     good = (ROOT / "data/scenarios/quickstart.jsonl").read_text().splitlines()[:3]
     (folder / "quickstart.jsonl").write_text("\n".join([*good, '{"id": "x", "input": ']) + "\n")
-    monkeypatch.setattr(glow.simulator, "DEFAULT_SCENARIOS", folder)
+    monkeypatch.setattr(glow.simulator.scenarios, "DEFAULT_SCENARIOS", folder)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
