@@ -181,7 +181,11 @@ def _scatter(
     if x_column == "cost_usd":
         from matplotlib.ticker import FuncFormatter
 
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.4g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:.3g}"))
+    if ax.get_xscale() == "linear":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.margins(x=0.15)
     ax.grid(True, color=GRID)
     ax.set_axisbelow(True)
@@ -242,7 +246,9 @@ def heatmap_chart(table: pd.DataFrame, name: str, title: str, xlabel: str) -> Ch
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_xlabel(xlabel)
-    return _render(fig, name, title, "Mean score; hatched: no score (nothing completed).")
+    return _render(
+        fig, name, title, "Mean score; hatched: no score (not run, or nothing completed)."
+    )
 
 
 def failures_chart(table: pd.DataFrame) -> Chart:

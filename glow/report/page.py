@@ -5,6 +5,7 @@ the file opens offline, from a mail attachment or a CI artifact alike."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
@@ -37,7 +38,7 @@ section h2{margin:0 0 4px;font-size:17px}
 section p.lead{margin:0 0 12px;color:var(--muted)}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:18px}
 figure{margin:0}
-figure svg.chart{width:100%;max-width:860px;height:auto;display:block}
+figure svg.chart{width:100%;max-width:780px;height:auto;display:block}
 figcaption{color:var(--muted);font-size:12px;margin-top:4px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{padding:6px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
@@ -110,7 +111,7 @@ SCRIPT = """
   function show(id){
     var c = cells[id]; if (!c || !dialog) return;
     text(document.getElementById('d-title'), c.scenario + ' · ' + c.column);
-    var score = c.score == null ? '' : ' · score ' + c.score;
+    var score = c.score == null ? '' : ' · score ' + c.score.toFixed(2);
     text(document.getElementById('d-status'), c.status + score);
     text(document.getElementById('d-output'), c.output || '(no output)');
     text(document.getElementById('d-error'), c.error || '');
@@ -145,9 +146,15 @@ def _num(value: Any, fmt: str = ".3f") -> str:
 
 
 def _money(value: Any) -> str:
+    """USD for people: cents for large sums, three significant digits for small ones (a
+    simulated model's $0.00127 must not read $0.0000)."""
     if value is None or pd.isna(value):
         return "unknown"
-    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    # Enough decimals for three significant digits, never scientific notation.
+    decimals = max(4, 2 - math.floor(math.log10(abs(value))))
+    return f"${value:.{decimals}f}"
 
 
 def _figure(chart: Chart) -> str:
@@ -183,7 +190,9 @@ def leaderboard_table(board: pd.DataFrame) -> str:
     agents = board["agent"].nunique() > 1
     headers = [("#", True), ("model", False)]
     headers += [("agent", False)] if agents else []
+    show_skipped = bool(board["n_skipped"].fillna(0).gt(0).any())
     headers += [("n", True), ("done", True), ("failed", True), ("terminated", True)]
+    headers += [("skipped", True)] if show_skipped else []
     headers += [("score", True), ("95% CI", True)]
     headers += [("score, failures as 0", True)] if show_all else []
     headers += [("pass rate", True)]
@@ -194,7 +203,9 @@ def leaderboard_table(board: pd.DataFrame) -> str:
         cells = [str(row["rank"]), f"<b>{escape(row['model'])}</b>"]
         cells += [escape(row["agent"])] if agents else []
         cells += [str(row["n"]), str(row["n_completed"]), str(row["n_failed"])]
-        cells += [str(row["n_terminated"]), _num(row["mean_score"])]
+        cells += [str(row["n_terminated"])]
+        cells += [str(row["n_skipped"])] if show_skipped else []
+        cells += [_num(row["mean_score"])]
         cells += [f"{_num(row['ci95_low'], '.3f')} – {_num(row['ci95_high'], '.3f')}"]
         if show_all:
             mark = "" if not differs(row["mean_score_all"], row["mean_score"]) else " ◆"
