@@ -42,6 +42,18 @@ PASS_THRESHOLD = 0.5
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+# An output that would run a script if the page did not escape it.
+HOSTILE_OUTPUT = "<b>1</b></script><script>window.pwned = 1</script><!--"
+
+
+def _output(status: str, model: str, scenario_id: str) -> str | None:
+    if status != "completed":
+        return None
+    if (model, scenario_id) == ("alpha", "s1"):
+        return HOSTILE_OUTPUT
+    return f"answer of {model} to {scenario_id}"
+
+
 def invocation_rows(test_id: str, scenarios: dict[str, Any] = SCENARIOS) -> list[dict[str, Any]]:
     rows = []
     for scenario_id, (category, cells) in scenarios.items():
@@ -60,9 +72,7 @@ def invocation_rows(test_id: str, scenarios: dict[str, Any] = SCENARIOS) -> list
                     "created_at": CREATED,
                     "status": status,
                     "attempts": 1,
-                    "output": None
-                    if status != "completed"
-                    else f"answer of {model} to {scenario_id}",
+                    "output": _output(status, model, scenario_id),
                     "scores": {} if score is None else {"exact": score, "judge": score},
                     "score": score,
                     "passed": None if score is None else score >= PASS_THRESHOLD,

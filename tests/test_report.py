@@ -202,6 +202,12 @@ def test_report_renders_every_chart_offline_in_chromium(results: Path, browser: 
     assert _visible_rows(browser) == ["s2", "s3", "s4", "s5"]
     assert browser.evaluate("location.hash") == "#filter=failures"
 
+    # Outputs are text, never markup: the hostile one is shown, not run.
+    assert browser.evaluate("window.pwned") is None
+    browser.evaluate("document.querySelector(\"td.cell[data-inv='t1-s1-alpha']\").click()")
+    assert browser.evaluate("document.getElementById('d-output').textContent") == fx.HOSTILE_OUTPUT
+    browser.evaluate("document.getElementById('cell-detail').close()")
+
     # A cell links to its trace artifact and opens its details.
     cell = "#matrix-table td.cell[data-inv='t1-s3-beta']"
     assert browser.evaluate(f'document.querySelector("{cell} a.trace").href') == (

@@ -366,8 +366,8 @@ DIALOG = """
 
 
 def _json(value: Any) -> str:
-    """JSON safe inside a <script> element."""
-    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+    """JSON safe inside a <script> element: no `<` at all, so no `</script>` or `<!--`."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
 
 
 def page(
