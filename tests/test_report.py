@@ -202,6 +202,11 @@ def test_report_renders_every_chart_offline_in_chromium(results: Path, browser: 
     assert _visible_rows(browser) == ["s2", "s3", "s4", "s5"]
     assert browser.evaluate("location.hash") == "#filter=failures"
 
+    # An error cell is labelled with its error type, or its status when it has none.
+    badge = "document.querySelector(\"td.cell[data-inv='t1-{}'] .badge\").textContent"
+    assert browser.evaluate(badge.format("s3-beta")) == "RateLimitError"
+    assert browser.evaluate(badge.format("s4-gamma")) == "terminated"
+
     # Outputs are text, never markup: the hostile one is shown, not run.
     assert browser.evaluate("window.pwned") is None
     browser.evaluate("document.querySelector(\"td.cell[data-inv='t1-s1-alpha']\").click()")

@@ -296,6 +296,7 @@ def forest_chart(frame: pd.DataFrame, labels: list[str], name: str, title: str, 
         (point,) = ax.plot(value, positions[i], marker="o", color=color, linestyle="none")
         point.set_gid(f"{name}-row-{i}")
     ax.axvline(0, color=INK, linewidth=0.8)
+    ax.set_ylim(-0.6, n - 0.4)
     ax.set_yticks(positions, labels)
     ax.set_xlabel(xlabel)
     ax.xaxis.grid(True, color=GRID)

@@ -311,6 +311,13 @@ def _outcomes(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
+def _str(value: Any) -> str | None:
+    """Text, or None for a null (pandas gives NaN for a null in an object column)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
 def _float(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
@@ -384,8 +391,8 @@ def scenario_matrix(data: ReportData, labels: pd.DataFrame, max_cells: int | Non
             "outcome": rec["_outcome"],
             "score": _float(rec["score"]),
             "output": rec["output"],
-            "error_type": rec["error_type"],
-            "error_message": rec["error_message"],
+            "error_type": _str(rec["error_type"]),
+            "error_message": _str(rec["error_message"]),
             "cost_usd": _float(rec["cost_usd"]),
             "latency_s": _float(rec["latency_s"]),
             "standards": {

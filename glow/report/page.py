@@ -311,9 +311,7 @@ def matrix_section(matrix: Matrix, ui_url: str | None) -> tuple[str, dict[str, A
             if cell is None:
                 continue
             standards = ", ".join(f"{k} {v:.2f}" for k, v in cell["standards"].items())
-            error = " ".join(
-                str(x) for x in (cell["error_type"], cell["error_message"]) if x and not pd.isna(x)
-            )
+            error = ": ".join(x for x in (cell["error_type"], cell["error_message"]) if x)
             details[cell["invocation_id"]] = {
                 "scenario": row["scenario_id"],
                 "column": column,
