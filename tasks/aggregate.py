@@ -257,10 +257,18 @@ def cost_markdown(built: BuiltResults, report: Any = None) -> str:
 def write_report(built: BuiltResults) -> Any:
     """The test's HTML report beside its parquet (`glow.report`), or None if drawing failed:
     the parquet files are the results, a report that cannot be drawn must not fail the test."""
+    from prefect.settings import PREFECT_UI_URL
+
     from glow.report import build_report
 
     try:
-        return build_report(built.test_id, built.paths["aggregated"].parent)
+        # Trace links point at the UI of the server this flow reports to (a profile's too).
+        ui_url = PREFECT_UI_URL.value()
+        return build_report(
+            built.test_id,
+            built.paths["aggregated"].parent,
+            ui_url=ui_url.rstrip("/") if ui_url else None,
+        )
     except Exception as exc:  # noqa: BLE001 - logged, the results stand without the page
         logging.getLogger("glow.report").warning(
             "report of test %s not written: %s", built.test_id, exc

@@ -59,6 +59,9 @@ def test_glow_run_logs_progress_and_publishes_readable_results(
     report = results / "report.html"
     assert report.is_file() and (results / "report" / "leaderboard.png").is_file()
     assert str(report) in output.replace("\n", "")
+    # Its cells link to their trace artifacts in this server's UI.
+    ui = prefect_server.rstrip("/").removesuffix("/api")
+    assert f'href="{ui}/artifacts/key/trace-' in report.read_text()
 
     # The flow run's log, read back from Prefect: start, milestones, where the results are.
     def info_lines() -> list[str]:
