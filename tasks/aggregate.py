@@ -160,9 +160,13 @@ def _round(value: Any, digits: int) -> float | None:
     return round(float(value), digits)
 
 
+FAILURES_MARKER = "\u2020"  # a dagger: failed invocations are left out of this row's mean
+
+
 def leaderboard_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The leaderboard artifact's rows: rounded, with the 95% CI and, when the rows carry it,
-    the failure-inclusive score; the test id is in the artifact's description, not every row.
+    """The leaderboard artifact's rows: rounded, with the 95% CI and, when the rows carry them,
+    the failure-inclusive mean and pass rate (`mean_score_all`, `pass_rate_all`) and `marker`
+    (a dagger where they differ); the test id is in the artifact's description, not every row.
 
     `rows` are `results.leaderboard` rows or the report's leaderboard (`Report.leaderboard`)."""
     out = []
@@ -174,13 +178,20 @@ def leaderboard_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "n": row.get("n"),
             "completed": row.get("completed", row.get("n_completed")),
             "failed": row.get("failed", row.get("n_failed")),
-            "score": _round(row.get("mean_score"), 3),
+            "mean_score": _round(row.get("mean_score"), 3),
             "ci95_low": _round(row.get("ci95_low"), 3),
             "ci95_high": _round(row.get("ci95_high"), 3),
+            "pass_rate": _round(row.get("pass_rate"), 3),
         }
         if "mean_score_all" in row:
-            item["score_failures_as_0"] = _round(row.get("mean_score_all"), 3)
-        item["pass_rate"] = _round(row.get("pass_rate"), 3)
+            item["mean_score_all"] = _round(row.get("mean_score_all"), 3)
+            item["pass_rate_all"] = _round(row.get("pass_rate_all"), 3)
+            marker = row.get("marker")
+            if marker is None:
+                pairs = [(item["mean_score"], item["mean_score_all"])]
+                pairs.append((item["pass_rate"], item["pass_rate_all"]))
+                marker = FAILURES_MARKER if any(a != b for a, b in pairs) else ""
+            item["marker"] = marker
         if row.get("pass_at_k") is not None and row.get("pass_at_k") == row.get("pass_at_k"):
             item["pass_at_k"] = _round(row.get("pass_at_k"), 3)
         item["cost_usd"] = _round(row.get("cost_usd"), 4)
@@ -190,7 +201,7 @@ def leaderboard_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _leader_line(rows: list[dict[str, Any]]) -> str | None:
-    best = next((r for r in rows if r.get("score") is not None), None)
+    best = next((r for r in rows if r.get("mean_score") is not None), None)
     if best is None:
         return None
     ci = ""
@@ -201,7 +212,7 @@ def _leader_line(rows: list[dict[str, Any]]) -> str | None:
         if len({r["agent"] for r in rows}) <= 1
         else f"{best['model']} / {best['agent']}"
     )
-    return f"**Leader: {who}**, mean score {best['score']:.3f}{ci}"
+    return f"**Leader: {who}**, mean score {best['mean_score']:.3f}{ci}"
 
 
 def cost_markdown(built: BuiltResults, report: Any = None) -> str:

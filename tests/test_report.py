@@ -286,3 +286,21 @@ def test_glow_report_command(results: Path) -> None:
     assert missing.returncode == 2
     assert "no aggregated.parquet for test 'nope'" in missing.stderr
     assert "glow aggregate nope" in missing.stderr
+
+
+def test_leaderboard_artifact_rows_are_rounded_without_test_ids(results: Path) -> None:
+    from tasks.aggregate import FAILURES_MARKER, leaderboard_rows
+
+    report = build_report("t1", results)
+    rows = leaderboard_rows(report.leaderboard)
+    assert [r["model"] for r in rows] == ["alpha", "gamma", "beta"]
+    assert all("test_id" not in r for r in rows)
+    beta = rows[2]
+    # 1/3 -> 0.333, with failures as 0 -> 0.2; pass rate 1/3 -> 0.333 and 1/5.
+    assert (beta["mean_score"], beta["mean_score_all"]) == (0.333, 0.2)
+    assert (beta["pass_rate"], beta["pass_rate_all"]) == (0.333, 0.2)
+    assert [r["marker"] for r in rows] == ["", FAILURES_MARKER, FAILURES_MARKER]
+    assert rows[0]["cost_usd"] == 0.05 and rows[0]["rank"] == 1
+    # results.leaderboard rows (no failure-inclusive columns) round the same way.
+    plain = leaderboard_rows([{"model": "m", "agent": "a", "mean_score": 0.903333333333}])
+    assert plain[0]["mean_score"] == 0.903 and "marker" not in plain[0]

@@ -89,9 +89,10 @@ def test_glow_run_logs_progress_and_publishes_readable_results(
     assert [r["model"] for r in rows][:2] and {r["rank"] for r in rows} == {1, 2}
     for row in rows:
         assert "test_id" not in row
-        for key in ("score", "ci95_low", "ci95_high", "score_failures_as_0", "pass_rate"):
+        for key in ("mean_score", "ci95_low", "ci95_high", "mean_score_all", "pass_rate"):
             assert row[key] is None or row[key] == round(row[key], 3), (key, row[key])
-        assert row["ci95_low"] <= row["score"] <= row["ci95_high"]
+        assert row["ci95_low"] <= row["mean_score"] <= row["ci95_high"]
+        assert row["marker"] == ""  # nothing failed: the failure-inclusive mean is the mean
     assert test_id in artifacts["leaderboard"].description
 
     summary = artifacts["results-summary"].data
