@@ -51,13 +51,14 @@ def browser() -> Iterator[Browser]:
 
 def test_leaderboard_and_failure_inclusive_scores_by_hand(results: Path) -> None:
     board = d.leaderboard(d.load(results, "t1")).set_index("model")
-    # alpha: 1, 1, .5, 1, 0 -> .7; gamma completed 1, 0, .5 -> .5, with its failed and
-    # terminated cells as 0 -> 1.5/5 = .3; beta completed 1, 0, 0 -> 1/3, with 2 failures 1/5.
+    # alpha: 1, 1, .5, 1, 0 -> .7; gamma completed 1, 0, .5 -> .5, with its failed cell as 0
+    # (its terminated one left out: stopped, not failed) -> 1.5/4; beta completed 1, 0, 0 ->
+    # 1/3, with its 2 failures as 0 -> 1/5.
     assert list(board.index) == ["alpha", "gamma", "beta"]
     assert board["mean_score"].tolist() == pytest.approx([0.7, 0.5, 1 / 3])
-    assert board["mean_score_all"].tolist() == pytest.approx([0.7, 0.3, 0.2])
-    # passes (score >= .5): alpha 4/5, gamma 2/3 and 2/5 counting failures, beta 1/3 and 1/5.
-    assert board["pass_rate_all"].tolist() == pytest.approx([0.8, 0.4, 0.2])
+    assert board["mean_score_all"].tolist() == pytest.approx([0.7, 0.375, 0.2])
+    # passes (score >= .5): alpha 4/5, gamma 2/3 and 2/4 counting failures, beta 1/3 and 1/5.
+    assert board["pass_rate_all"].tolist() == pytest.approx([0.8, 0.5, 0.2])
     # cost per pass: alpha 5 calls x $0.01 / 4 passes; beta 5 x $0.002 / 1.
     assert board.loc["alpha", "cost_per_pass_usd"] == pytest.approx(0.0125)
     assert board.loc["beta", "cost_per_pass_usd"] == pytest.approx(0.01)
@@ -299,8 +300,25 @@ def test_leaderboard_artifact_rows_are_rounded_without_test_ids(results: Path) -
     # 1/3 -> 0.333, with failures as 0 -> 0.2; pass rate 1/3 -> 0.333 and 1/5.
     assert (beta["mean_score"], beta["mean_score_all"]) == (0.333, 0.2)
     assert (beta["pass_rate"], beta["pass_rate_all"]) == (0.333, 0.2)
+    assert (rows[1]["mean_score_all"], rows[1]["pass_rate_all"]) == (0.375, 0.5)
     assert [r["marker"] for r in rows] == ["", FAILURES_MARKER, FAILURES_MARKER]
     assert rows[0]["cost_usd"] == 0.05 and rows[0]["rank"] == 1
     # results.leaderboard rows (no failure-inclusive columns) round the same way.
     plain = leaderboard_rows([{"model": "m", "agent": "a", "mean_score": 0.903333333333}])
     assert plain[0]["mean_score"] == 0.903 and "marker" not in plain[0]
+
+
+def test_failure_inclusive_leaves_grading_failures_out(tmp_path: Path) -> None:
+    """A judge that failed says nothing about the model: that invocation is not a 0."""
+    rows = fx.invocation_rows("t3")
+    for row in rows:
+        if row["invocation_id"] == "t3-s3-beta":
+            row["error_type"] = "judge_error"
+    data = d.load(fx.write_test(tmp_path, "t3", rows), "t3")
+    data.aggregated = data.aggregated.drop(
+        columns=["mean_score_all", "pass_rate_all"], errors="ignore"
+    )
+    board = d.failure_inclusive(data.invocations).set_index("model")
+    # beta: completed 1, 0, 0 and its one model failure (s4) as 0: 1/4.
+    assert board.loc["beta", "mean_score_all"] == pytest.approx(0.25)
+    assert board.loc["beta", "n_all"] == 4

@@ -137,7 +137,7 @@ def leaderboard_chart(board: pd.DataFrame) -> Chart:
         ax.plot([], [], marker="D", color="white", markeredgecolor=FRONTIER, linestyle="none",
                 label="counting failures as 0")  # fmt: skip
         ax.legend(loc="lower right", frameon=False, fontsize=8)
-        caption += " Diamonds: the score when failed and terminated invocations count as 0."
+        caption += " Diamonds: the score when failed invocations count as 0."
     return _render(fig, "leaderboard", "Leaderboard", caption)
 
 

@@ -26,7 +26,8 @@ MIN_MATRIX_ROWS = 50
 # Characters of an output shown in the matrix cell, and kept for the cell's detail panel.
 SNIPPET_CHARS = 90
 DETAIL_CHARS = 1_500
-FINISHED = ("completed", "failed", "terminated")
+# Error types of a failed grading (the judge), whose score is unknown rather than 0.
+GRADING_ERRORS = ("judge_error", "judge_budget_exhausted")
 
 _INVOCATION_COLUMNS = [
     "invocation_id",
@@ -122,26 +123,29 @@ def load(directory: Path, test_id: str) -> ReportData:
 
 
 def failure_inclusive(invocations: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, agent): the mean score and pass rate counting failed and terminated
-    invocations as 0 / not passed, over every finished invocation.
+    """Per (model, agent): the mean score and pass rate counting failed invocations as 0 / not
+    passed, for tests whose aggregated.parquet predates `mean_score_all` / `pass_rate_all`.
 
     The plain mean_score averages completed invocations only, so a model that fails half its
-    cells can still top the board; this is the number that does not forgive failures. Completed
-    invocations with no grade are left out of both (as they are of mean_score); queued and
-    running ones are not finished. Columns: model, agent, mean_score_all, pass_rate_all,
-    n_all (invocations counted).
+    cells can still top the board. Same rule as AggregatedResults' `*_all` columns: over the
+    completed invocations with a score and the failed ones; a failure of grading (its score is
+    unknown, not 0), a terminated (stopped, not failed) or an unfinished invocation is left out.
+    Columns: model, agent, mean_score_all, pass_rate_all, n_all (invocations counted).
     """
-    inv = invocations[invocations["status"].astype(str).isin(FINISHED)]
-    completed = inv["status"].astype(str) == "completed"
-    score = inv["score"].astype("float64").where(completed, 0.0)
-    passed = inv["passed"].astype("float64").where(completed, 0.0)
-    counted = ~(completed & inv["score"].isna())
+    status = invocations["status"].astype(str)
+    completed = (status == "completed") & invocations["score"].notna()
+    error_type = invocations["error_type"].astype("object").astype(str)
+    failed = (status == "failed") & ~error_type.isin(GRADING_ERRORS)
+    counted = completed | failed
     frame = pd.DataFrame(
         {
-            "model": inv["model"].astype(str),
-            "agent": inv["agent"].astype(str),
-            "score": score.where(counted),
-            "passed": passed.where(counted & (~completed | inv["passed"].notna())),
+            "model": invocations["model"].astype(str),
+            "agent": invocations["agent"].astype(str),
+            "score": invocations["score"].astype("float64").where(completed, 0.0).where(counted),
+            "passed": invocations["passed"]
+            .astype("float64")
+            .where(completed, 0.0)
+            .where(counted & (failed | invocations["passed"].notna())),
         }
     )
     grouped = frame.groupby(["model", "agent"], sort=True)
