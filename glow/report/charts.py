@@ -331,5 +331,6 @@ def comparison_chart(boards: list[pd.DataFrame], test_ids: list[str]) -> Chart:
     ax.set_xlabel("mean score (95% CI)")
     ax.xaxis.grid(True, color=GRID)
     ax.set_axisbelow(True)
-    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8,
+              title="test", title_fontsize=8)  # fmt: skip
     return _render(fig, "compare", "Mean score per test")
