@@ -24,7 +24,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
@@ -173,7 +173,13 @@ async def run_test(
     done_ids = {i.invocation_id for i in store.list_invocations(test_id, status=Status.completed)}
     todo = [c for c in plan if c.invocation_id not in done_ids]
     total, done = len(plan), len(plan) - len(todo)
-    print(f"test {test_id}: {total} cells, {len(todo)} to run, {len(record.skipped)} skipped")
+    logger = get_run_logger()
+    logger.info(
+        "test %s started: %d cells (%d to run, %d already done, %d skipped for modality), "
+        "concurrency %d",
+        test_id, total, len(todo), done, len(record.skipped), loaded.spec.concurrency,
+    )  # fmt: skip
+    milestones = progress.Milestones(total, done)
     progress_id = await acreate_progress_artifact(
         progress=100.0 * done / max(total, 1), key="progress", description=f"cells of {test_id}"
     )
@@ -185,6 +191,8 @@ async def run_test(
         nonlocal done, last_update
         done += 1
         progress.emit(done, total, status)
+        if line := milestones.update(done, status):
+            logger.info("test %s: %s", test_id, line)
         if time.monotonic() - last_update >= PROGRESS_EVERY_S:
             last_update = time.monotonic()
             update = asyncio.create_task(

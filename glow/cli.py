@@ -50,8 +50,16 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _quiet_prefect() -> None:
-    """Keep the terminal for the progress bar: Prefect logs warnings and up, no analytics."""
+    """Keep the terminal for the progress bar: Prefect prints warnings and up, no analytics.
+
+    The flow and task runs' own loggers stay at INFO, so their lines still reach the Prefect
+    API (the flow run's logs in the UI); only the console handler is held at WARNING. Setting
+    PREFECT_LOGGING_LEVEL alone silenced those loggers too, and flow runs had no log at all.
+    """
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
@@ -530,6 +538,41 @@ def print_regression(rows: list[dict[str, Any]], test_id: str, base_test_id: str
             "unknown" if cost is None else f"{cost:+.6f}",
         )
     console().print(table)
+
+
+@app.command()
+def report(
+    test_id: Annotated[str, typer.Argument(help="The test whose HTML report to write.")],
+    compare: Annotated[
+        str | None, typer.Option(help="Another test_id: write a side-by-side page of both.")
+    ] = None,
+) -> None:
+    """Write a test's self-contained HTML report (and PNG charts) from its parquet files."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from glow.report import build_comparison, build_report
+
+    bar = Progress(
+        TextColumn("[bold]report[/] {task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    )
+    try:
+        with bar:
+            task_id = bar.add_task("reading parquet", total=None)
+
+            def on_progress(step: str, done: int, total: int) -> None:
+                bar.update(task_id, description=step, completed=done, total=total)
+
+            if compare:
+                path = build_comparison(test_id, compare, progress=on_progress)
+            else:
+                path = build_report(test_id, progress=on_progress).path
+    except GlowError as exc:
+        fail(str(exc))
+    console().print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
