@@ -57,15 +57,14 @@ def _quiet_prefect() -> None:
 
 
 def _start_simulator_if_needed(path: Path, stack: ExitStack) -> None:
-    """The quickstart's models live in the bundled simulator; start it when a test needs it."""
-    if "GLOW_SIMULATOR_URL" in os.environ or "${GLOW_SIMULATOR_URL" not in path.read_text():
-        return
-    from glow.simulator import SimulatorProcess
+    """The quickstart's models live in the bundled simulator; start it when a test needs it.
 
-    sim = stack.enter_context(SimulatorProcess())
-    os.environ["GLOW_SIMULATOR_URL"] = sim.url
-    os.environ.setdefault("GLOW_SIM_API_KEY", "sim-local-key")
-    console().print(f"[dim]started the bundled model simulator at {sim.url}[/]")
+    The flow would start it too (glow.bundled_simulator); starting it here lets preflight check
+    the test before the flow, and the flow then shares this one.
+    """
+    from glow import bundled_simulator
+
+    stack.enter_context(bundled_simulator.simulator_for(path))
 
 
 def _money(value: float | None) -> str:

@@ -204,6 +204,13 @@ class TestSpec(SpecModel):
         "the Prefect server, held through a strict Prefect global concurrency limit.",
     )
     tags: list[str] = Field(default_factory=list)
+    shards: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Run the cells as this many `run-shard` flow runs on the work pool's "
+        "workers (needs a PostgreSQL store every worker shares).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> TestSpec:

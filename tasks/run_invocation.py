@@ -119,8 +119,11 @@ def context_for(test_id: str, store: Store | None = None) -> TestContext:
 
 
 def resolve_record(record: TestRecord) -> LoadedTest:
+    from glow.bundled_simulator import rebind
+
     path = Path(record.spec_path) if record.spec_path else None
-    loaded = resolve_test(record.spec, path=path)
+    # The stored spec holds the simulator address of the day it was loaded: use today's.
+    loaded = resolve_test(rebind(record.spec, path), path=path)
     loaded.rubric = record.rubric  # the rubric version the test was created with
     return loaded
 
