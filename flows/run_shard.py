@@ -19,6 +19,7 @@ from prefect.states import Cancelled
 
 from glow import bundled_simulator
 from glow.artifacts import ArtifactPublisher
+from glow.errors import NotFound
 from glow.models import FINAL_STATUSES, Cell, slugify
 from glow.sharding import shard_of
 from glow.store import Store
@@ -47,7 +48,14 @@ async def run_shard(test_id: str, shard: int, shards: int) -> Any:
     if not 0 <= shard < shards:
         raise ValueError(f"shard: {shard} is not in 0..{shards - 1}")
     store = Store.from_settings()
-    record = await asyncio.to_thread(store.get_test, test_id)
+    try:
+        record = await asyncio.to_thread(store.get_test, test_id)
+    except NotFound:
+        raise NotFound(
+            f"test {test_id!r} is not in this worker's store ({store.engine.url.render_as_string()}"
+            "): every worker of the pool needs the parent's GLOW_DATABASE_URL; the parent runs "
+            "this shard's cells itself"
+        ) from None
     with bundled_simulator.simulator_for(record.spec_path):
         loaded = resolve_record(record)
         publisher = ArtifactPublisher()
