@@ -33,7 +33,7 @@ from prefect.context import FlowRunContext
 from prefect.deployments import arun_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
-from prefect.states import Cancelled, Cancelling
+from prefect.states import Cancelled, Cancelling, Crashed
 from pydantic import Field
 
 from glow import bundled_simulator, eventloop, progress
@@ -44,7 +44,7 @@ from glow.limits import ensure_provider_limits
 from glow.models import FINAL_STATUSES, Cell, Status, TestSpec, slugify, utcnow
 from glow.planning import create_or_resume
 from glow.settings import get_settings
-from glow.sharding import SHARD_DEPLOYMENT, require_shared_store
+from glow.sharding import SHARD_DEPLOYMENT, abandoned_cells, require_shared_store, shard_of
 from glow.spec import load_test, preflight, resolve_test
 from glow.store import Store
 from glow.store.store import LeaseHeld
@@ -249,11 +249,7 @@ async def _run_test(
             await _run_shards(store, test_id, n_shards, flow_run_id, on_done)
             # Cells a shard left unstarted (its flow run failed or was cancelled alone, or its
             # worker died): run here; a dead runner's lease is waited out, never doubled.
-            todo = [
-                Cell.of(i)
-                for i in store.list_invocations(test_id)
-                if i.status in (Status.queued, Status.running)
-            ]
+            todo = await asyncio.to_thread(_left_by_shards, store, test_id)
             if todo:
                 print(f"test {test_id}: {len(todo)} cells left by the shards run here")
         if todo:
@@ -298,6 +294,8 @@ async def _run_shards(
     if flow_run_id is None:
         raise SpecError("shards: a sharded test runs as a Prefect flow run (no flow run here)")
     tags = ["glow", "shard", _shard_tag(flow_run_id)]
+    # Cells left running by an earlier, dead run are the shards' to reclaim, not a sign of death.
+    stale = set(await asyncio.to_thread(abandoned_cells, store, test_id))
     try:
         runs = [
             await arun_deployment(
@@ -315,6 +313,7 @@ async def _run_shards(
         ) from None
     print(f"test {test_id}: submitted {shards} run-shard flow runs")
     ids = [run.id for run in runs]
+    taken_over: set[int] = set()
     seen = sum(store.count_invocations(test_id).get(s.value, 0) for s in FINAL_STATUSES)
     async with get_client() as client:
         try:
@@ -328,6 +327,18 @@ async def _run_shards(
                 for _ in range(max(ended - seen, 0)):
                     on_done("completed")
                 seen = max(seen, ended)
+                dead_shards = await asyncio.to_thread(_dead_shards, store, test_id, shards, stale)
+                for dead in dead_shards:
+                    if dead not in taken_over:
+                        # Its runner died (a killed worker leaves its flow run Running in
+                        # Prefect): say so there, and take its cells over once it ends.
+                        taken_over.add(dead)
+                        print(f"test {test_id}: shard {dead}'s runner died; taking its cells")
+                        await client.set_flow_run_state(
+                            ids[dead],
+                            state=Crashed(message="its runner died; the parent runs its cells"),
+                            force=True,
+                        )
                 children = await client.read_flow_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
                 )
@@ -339,6 +350,23 @@ async def _run_shards(
         except (_Cancelled, asyncio.CancelledError):
             await asyncio.to_thread(cancel_shards, flow_run_id)
             raise _Cancelled from None
+
+
+def _left_by_shards(store: Store, test_id: str) -> list[Cell]:
+    """The cells the shards did not finish: never started, held by a dead runner, or stopped
+    with their shard (ended `terminated` as "Cancelled", which a user's terminate never is)."""
+    left = []
+    for inv in store.list_invocations(test_id):
+        if inv.status is Status.terminated and inv.error_type == "Cancelled":
+            store.transition(inv.invocation_id, Status.queued, allowed=frozenset({inv.status}))
+        elif inv.status not in (Status.queued, Status.running):
+            continue
+        left.append(Cell.of(inv))
+    return left
+
+
+def _dead_shards(store: Store, test_id: str, shards: int, stale: set[str]) -> set[int]:
+    return {shard_of(i, shards) for i in abandoned_cells(store, test_id) if i not in stale}
 
 
 def run_test_sync(**parameters: Any) -> Any:
