@@ -1,10 +1,12 @@
-"""`python -m bench [--mode flow|agent|api|aggregate|soak|all] [--cells N] [--concurrency C] ...`
+"""`python -m bench [--mode flow|agent|api|aggregate|soak|server|all] [--cells N] [--concurrency C] ...`
 
 flow: Glow's run-test flow vs a bare litellm loop vs Inspect AI on N exact-answer cells.
 agent: the same with 3-turn calculator-agent cells (`--agent` is a shortcut for it).
 api: `glow tests invocation get` / `glow tests invocations` CLI latency and paged-list p95.
 aggregate: AggregatedResults of 1,000,000 invocation rows into parquet: wall and peak RSS.
 soak: Glow's flow over 2,000 cells with ~10% of model calls faulted; checks the end states.
+server: 5,000 cells against a Prefect server on SQLite, then on PostgreSQL with Redis messaging:
+  the server's CPU per cell, how long after the run the UI shows every cell, and the test's ends.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--mode", choices=["flow", "agent", "api", "aggregate", "soak", "all"], default="flow"
+        "--mode",
+        choices=["flow", "agent", "api", "aggregate", "soak", "server", "all"],
+        default="flow",
     )
     parser.add_argument(
-        "--cells", type=int, default=None, help="default 1000 (flow, agent), 2000 (soak)"
+        "--cells",
+        type=int,
+        default=None,
+        help="default 1000 (flow, agent), 2000 (soak), 5000 (server)",
     )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.2, help="simulated model latency, s")
@@ -72,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.concurrency,
                 latency=args.latency,
                 keep=args.keep,
+            )
+        elif current == "server":
+            from bench import server_mode
+
+            failed |= not server_mode.run(
+                cells=args.cells or 5000, concurrency=args.concurrency, latency=args.latency
             )
         elif current == "api":
             from bench import api_mode

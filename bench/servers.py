@@ -34,10 +34,14 @@ def simulator(
 
 
 @contextmanager
-def prefect_server(directory: Path) -> Iterator[tuple[str, psutil.Process | None]]:
+def prefect_server(
+    directory: Path, database_url: str | None = None, settings: dict[str, str] | None = None
+) -> Iterator[tuple[str, psutil.Process | None]]:
     """A Prefect API server with a fresh SQLite database in `directory`; yields (url, process).
 
     The process handle lets the bench charge the server's CPU during Glow's run to Glow.
+    `database_url` replaces the SQLite file (a PostgreSQL server); `settings` are further
+    PREFECT_* variables for the server (its messaging broker, say).
     """
     from glow.prefect_server import embedded_prefect
 
@@ -47,12 +51,14 @@ def prefect_server(directory: Path) -> Iterator[tuple[str, psutil.Process | None
             "PREFECT_API_URL",
             "PREFECT_API_DATABASE_CONNECTION_URL",
             "PREFECT_SERVER_ANALYTICS_ENABLED",
+            *(settings or {}),
         )
     }
     os.environ.pop("PREFECT_API_URL", None)  # always a server of our own, never a shared one
     os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = (
-        f"sqlite+aiosqlite:///{directory / 'prefect.db'}"
+        database_url or f"sqlite+aiosqlite:///{directory / 'prefect.db'}"
     )
+    os.environ.update(settings or {})
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     try:
         with embedded_prefect(directory / "prefect-server.log", startup_timeout_s=180) as url:

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import ExitStack
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
+from glow import bundled_simulator
 from glow.models import Cell, Status, slugify
 from glow.store import Store
 from tasks.aggregate import build_results, publish
-from tasks.run_invocation import TestContext, context_for, register_context, run_invocation
+from tasks.run_invocation import (
+    TestContext,
+    context_for,
+    register_context,
+    resolve_record,
+    run_invocation,
+)
 
 _rebuild_locks: dict[str, threading.Lock] = {}
 _rebuild_guard = threading.Lock()
@@ -33,12 +41,17 @@ def rebuild_results(store: Store, test_id: str) -> Any:
         return build_results(store, test_id)
 
 
-def fresh_context(test_id: str, store: Store) -> TestContext:
+def fresh_context(test_id: str, store: Store, rebuild: bool = False) -> TestContext:
     """The test's context without a publisher left behind by an earlier flow on another loop.
 
     A `run-test` flow registers a context whose artifact publisher belongs to its event loop;
-    cells started here must publish (and flush) on their own.
+    cells started here must publish (and flush) on their own. `rebuild` resolves the test again
+    from its record (a test on the bundled simulator must use the simulator running now).
     """
+    if rebuild:
+        ctx = TestContext(test_id, resolve_record(store.get_test(test_id)), store)
+        register_context(ctx)
+        return ctx
     ctx = context_for(test_id, store)
     if ctx.publisher is not None:
         ctx = TestContext(test_id, ctx.loaded, ctx.store, revision=ctx.revision)
@@ -56,9 +69,14 @@ async def run_invocation_flow(invocation_id: str, run_id: str | None = None) -> 
     """Run one invocation (the run `run_id` if the API opened one) and rebuild the results."""
     store = Store.from_settings()
     inv = await asyncio.to_thread(store.get_invocation, invocation_id, runs=False)
-    ctx = await asyncio.to_thread(fresh_context, inv.test_id, store)
-    cell = Cell.of(inv)
-    state = await run_invocation(cell, run_id=run_id, return_state=True)
+    record = await asyncio.to_thread(store.get_test, inv.test_id)
+    with ExitStack() as stack:
+        # A test on the bundled simulator gets one for the length of this flow run.
+        sim = bundled_simulator.simulator_for(record.spec_path)
+        url = await asyncio.to_thread(stack.enter_context, sim)
+        ctx = await asyncio.to_thread(fresh_context, inv.test_id, store, url is not None)
+        cell = Cell.of(inv)
+        state = await run_invocation(cell, run_id=run_id, return_state=True)
     built = await asyncio.to_thread(rebuild_results, ctx.store, inv.test_id)
     await publish(built)
     final = await asyncio.to_thread(store.get_invocation, invocation_id, runs=False)

@@ -310,6 +310,13 @@ class TestSpec(SpecModel):
         description="A scenario metadata key (e.g. source) whose scenarios share a source: "
         "standard errors and paired comparisons are clustered by its value.",
     )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Run the cells as this many `run-shard` flow runs on the work pool's "
+        "workers (needs a PostgreSQL store every worker shares).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> TestSpec:

@@ -150,8 +150,11 @@ def context_for(
 
 
 def resolve_record(record: TestRecord) -> LoadedTest:
+    from glow.bundled_simulator import rebind
+
     path = Path(record.spec_path) if record.spec_path else None
-    loaded = resolve_test(record.spec, path=path)
+    # The stored spec holds the simulator address of the day it was loaded: use today's.
+    loaded = resolve_test(rebind(record.spec, path), path=path)
     loaded.rubric = record.rubric  # the rubric version the test was created with
     return loaded
 
