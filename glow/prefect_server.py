@@ -122,8 +122,22 @@ def embedded_prefect(log_path: Path, startup_timeout_s: float = 120.0) -> Iterat
         os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
+        _flush_run_logs()
         os.environ.pop("PREFECT_API_URL", None)
         stop_group(process, timeout=10)
+
+
+def _flush_run_logs() -> None:
+    """Send the flow's queued log lines before the server stops: Prefect's log worker would
+    otherwise try at exit, find no server and print "Error logging to API"."""
+    if "prefect.logging.handlers" not in sys.modules:
+        return
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=5)
+    except Exception:  # noqa: BLE001 - losing a late log line must not fail the run
+        pass
 
 
 def recorded_task_runs(api_url: str, flow_run_id: str) -> int:
