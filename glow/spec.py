@@ -293,7 +293,7 @@ def load_test(path: str | Path) -> LoadedTest:
 
 def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
     """Resolve an already-validated spec (from YAML, the API or a flow parameter)."""
-    from rubrics import load_rubric
+    from rubrics import judged_standards, load_rubric
 
     source = _where(path)
     base_dir = path.parent if path is not None else Path.cwd()
@@ -315,10 +315,12 @@ def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
         rubric = load_rubric(spec.rubric, base_dir=base_dir)
     except SpecError as exc:
         raise SpecError(f"{source}: rubric: {exc}") from None
-    if spec.judge is None and any(s.kind == "llm_judge" for s in rubric.standards):
+    judged = judged_standards(rubric)
+    if spec.judge is None and judged:
+        kinds = ", ".join(sorted({f"{s.name} ({s.kind})" for s in judged}))
         raise SpecError(
-            f"{source}: judge: rubric {rubric.label} has llm_judge standards; "
-            "add a `judge:` model to the test"
+            f"{source}: judge: rubric {rubric.label} has standards that call a judge model "
+            f"({kinds}); add a `judge:` model to the test"
         )
     return LoadedTest(spec=spec, scenarios=scenarios, rubric=rubric, path=path, base_dir=base_dir)
 
