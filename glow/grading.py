@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from glow.errors import BudgetExhausted, SpecError
+from glow.errors import BudgetExhausted
 from glow.llm import CallOptions, ModelCallError, acall_model
 from glow.models import (
     GRADING_ERRORS,
@@ -36,8 +36,13 @@ from glow.models import (
 )
 from glow.store import Store
 from glow.threads import STORE, run_in
-from rubrics import Grade, GradingContext, GradingUnavailable, agrade, current_standard
-from rubrics import judged_standards as judged_standards
+from rubrics import (
+    Grade,
+    GradingContext,
+    GradingUnavailable,
+    agrade,
+    current_standard,
+)
 from rubrics.kinds import JudgeUnavailable
 
 GRADED_AGAIN = "graded again"  # the note opening a run that grades a recorded output
@@ -99,17 +104,6 @@ class RecordedGrade:
     @property
     def judge_cost_usd(self) -> float | None:
         return known_sum(g.cost_usd for g in self.generations)
-
-
-def require_judge(rubric: Rubric, judge: ModelSpec | None, where: str) -> None:
-    """SpecError when the rubric has standards that call a judge and `judge` is None."""
-    judged = judged_standards(rubric)
-    if judge is None and judged:
-        kinds = ", ".join(sorted({f"{s.name} ({s.kind})" for s in judged}))
-        raise SpecError(
-            f"{where}: rubric {rubric.label} has standards that call a judge model: {kinds}; "
-            "add a `judge:` model to the test"
-        )
 
 
 async def grade_run(

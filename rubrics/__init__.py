@@ -43,6 +43,7 @@ from rubrics._grade import (
     grade,
     graded_categories,
     judged_standards,
+    require_judge,
 )
 from rubrics._loader import (
     RUBRICS_DIR,
@@ -84,6 +85,7 @@ __all__ = [
     "load_rubric_file",
     "parse_rubric",
     "question_text",
+    "require_judge",
     "standard_kind",
     "validate_rubric",
 ]

@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from glow.models import Rubric, StandardScore, StandardSpec, Status
+from glow.errors import SpecError
+from glow.models import ModelSpec, Rubric, StandardScore, StandardSpec, Status
 from glow.threads import GRADING, run_in
 from rubrics._context import GradingContext, _current_standard
 from rubrics._outcome import StandardOutcome
@@ -113,6 +114,18 @@ def judged_standards(rubric: Rubric) -> list[StandardSpec]:
         except UnknownKind:
             continue
     return judged
+
+
+def require_judge(rubric: Rubric, judge: ModelSpec | None, where: str) -> None:
+    """SpecError naming `where` when the rubric has standards that call a judge model and the
+    test names none (`judge` is None): checked before any model is called."""
+    judged = judged_standards(rubric)
+    if judge is None and judged:
+        kinds = ", ".join(sorted({f"{s.name} ({s.kind})" for s in judged}))
+        raise SpecError(
+            f"{where}: rubric {rubric.label} has standards that call a judge model ({kinds}); "
+            "add a `judge:` model to the test"
+        )
 
 
 def graded_categories(rubric: Rubric, categories: Iterable[str | None]) -> set[str]:

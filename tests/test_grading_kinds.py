@@ -17,7 +17,6 @@ import pytest
 
 import rubrics
 from glow.errors import SpecError
-from glow.grading import require_judge
 from glow.models import Scenario
 from rubrics import (
     GradingContext,
@@ -26,6 +25,7 @@ from rubrics import (
     _registry,
     agrade,
     grade,
+    require_judge,
     standard_kind,
 )
 
