@@ -293,7 +293,7 @@ def load_test(path: str | Path) -> LoadedTest:
 
 def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
     """Resolve an already-validated spec (from YAML, the API or a flow parameter)."""
-    from rubrics import load_rubric
+    from rubrics import load_rubric, require_judge
 
     source = _where(path)
     base_dir = path.parent if path is not None else Path.cwd()
@@ -315,11 +315,7 @@ def resolve_test(spec: TestSpec, path: Path | None = None) -> LoadedTest:
         rubric = load_rubric(spec.rubric, base_dir=base_dir)
     except SpecError as exc:
         raise SpecError(f"{source}: rubric: {exc}") from None
-    if spec.judge is None and any(s.kind == "llm_judge" for s in rubric.standards):
-        raise SpecError(
-            f"{source}: judge: rubric {rubric.label} has llm_judge standards; "
-            "add a `judge:` model to the test"
-        )
+    require_judge(rubric, spec.judge, f"{source}: judge")
     return LoadedTest(spec=spec, scenarios=scenarios, rubric=rubric, path=path, base_dir=base_dir)
 
 

@@ -20,17 +20,31 @@ out of the grade and of the weighted mean. This lets one rubric grade a mixed sc
 (exact answers, multiple choice, free text...). The key is removed before the remaining params
 are validated against the kind's params model.
 
-Kinds are registered with `@standard_kind(name, ParamsModel)`; the built-in ones (`exact`,
-`contains`, `regex`, `numeric`, `choice`, `json`, `llm_judge`, `python`) live in
-`rubrics.kinds` and are registered when this package is imported. Grading gets a
-`GradingContext`; a judge model is reached only through its injected `call_judge` function.
-A standard that cannot be computed (judge unreachable, no score in its reply, budget spent)
-raises `GradingUnavailable` out of `grade()`: an unknown score, never a 0.
+Kinds are registered with `@standard_kind(name, ParamsModel, needs_judge=..., blocking=...)`,
+plain or `async def`; the built-in ones (`exact`, `contains`, `regex`, `numeric`, `choice`,
+`json`, `llm_judge`, `python`) live in `rubrics.kinds` and are registered when this package is
+imported. Grading gets a `GradingContext`; a judge model is reached only through its injected
+`call_judge` transport (`await ctx.ask_judge(...)`). A standard that cannot be computed (judge
+unreachable, no score in its reply, budget spent) raises `GradingUnavailable` out of `grade()`:
+an unknown score, never a 0.
+
+One grading function, two doors: `grade()` from plain code, `agrade()` from async code. Its
+results: `StandardOutcome` (a standard's score; stored as `glow.models.StandardScore`) and
+`Grade` (an invocation's grade).
 """
 
 from rubrics import kinds as _builtin_kinds  # noqa: F401  (registers the built-in kinds)
 from rubrics._context import GradingContext, JudgeFn, current_standard, question_text
-from rubrics._grade import SUPPLIED, Grade, NotApplicable, StandardResult, grade
+from rubrics._grade import (
+    SUPPLIED,
+    Grade,
+    NotApplicable,
+    agrade,
+    grade,
+    graded_categories,
+    judged_standards,
+    require_judge,
+)
 from rubrics._loader import (
     RUBRICS_DIR,
     list_rubrics,
@@ -57,18 +71,21 @@ __all__ = [
     "NotApplicable",
     "StandardKind",
     "StandardOutcome",
-    "StandardResult",
     "UnknownKind",
+    "agrade",
     "applies_to",
     "current_standard",
     "get_kind",
     "grade",
+    "graded_categories",
+    "judged_standards",
     "list_kinds",
     "list_rubrics",
     "load_rubric",
     "load_rubric_file",
     "parse_rubric",
     "question_text",
+    "require_judge",
     "standard_kind",
     "validate_rubric",
 ]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from glow.models import Scenario, TraceEvent
 
-JudgeFn = Callable[[list[dict[str, Any]]], str]
-"""Sends OpenAI-style chat messages to the judge model and returns the reply text."""
+JudgeFn = Callable[[list[dict[str, Any]]], str | Awaitable[str]]
+"""Sends OpenAI-style chat messages to the judge model and returns the reply text (a plain
+function, or an `async def` one: the engine's transport is async, a test's may be plain)."""
 
 # grade() sets this around each standard so that the caller's judge transport can tag the judge
 # call (Generation.standard) without the call_judge signature carrying rubric details.
@@ -28,6 +30,7 @@ class GradingContext:
 
     `call_judge` is injected by the caller, which owns the judge model, its cost accounting and
     trace recording; rubrics never import litellm, so they stay testable without a network.
+    Kinds reach it through `await ctx.ask_judge(messages)`, whichever form it has.
     """
 
     scenario: Scenario
@@ -37,6 +40,19 @@ class GradingContext:
     # How many more times a judge reply without a score is asked for again before the standard
     # is given up as a grading error (the caller passes the test's max_retries).
     judge_retries: int = 2
+
+    async def ask_judge(self, messages: list[dict[str, Any]]) -> str:
+        """The judge's reply to `messages`, awaited when the transport is async.
+
+        Raises `LookupError` when no judge transport was given; kinds turn that into their own
+        error (see `rubrics.kinds.JudgeUnavailable`).
+        """
+        if self.call_judge is None:
+            raise LookupError("no judge transport was given to the grader")
+        reply = self.call_judge(messages)
+        if inspect.isawaitable(reply):
+            reply = await reply
+        return reply
 
     @property
     def references(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""What one standard says about one output: a score in 0..1 and, ideally, why."""
+"""One standard's score for one output: what a kind returns, completed by `grade()`."""
 
 from __future__ import annotations
 
@@ -6,15 +6,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class StandardOutcome(BaseModel):
-    """The result a grading function returns for one standard.
+    """A standard's score in memory (its stored form is `glow.models.StandardScore`).
 
-    `score` is bounded so that a buggy kind fails loudly here instead of skewing an average.
+    A kind returns the score and, ideally, why (`score`, `rationale`); `grade()` completes it
+    with the standard it belongs to (`name`, `kind`, `weight`, `threshold`) and, when the kind
+    failed, its `error`. `score` is bounded so that a buggy kind fails loudly here instead of
+    skewing an average.
     """
 
     model_config = ConfigDict(frozen=True)
 
     score: float = Field(ge=0, le=1)
     rationale: str | None = None
+    name: str | None = Field(None, description="The standard's name (set by grade()).")
+    kind: str | None = Field(None, description="The standard's kind (set by grade()).")
+    weight: float | None = Field(None, description="Its share of the overall score.")
+    threshold: float | None = Field(None, description="The standard passes at or above this.")
+    error: str | None = Field(None, description="Set when the kind failed (score is then 0).")
+
+    @property
+    def passed(self) -> bool | None:
+        """Whether the score reaches the standard's threshold (None before `grade()` sets it)."""
+        return None if self.threshold is None else self.score >= self.threshold
 
     @classmethod
     def no_output(cls) -> StandardOutcome:

@@ -1,4 +1,4 @@
-"""The registry of standard kinds: a kind name -> (params model, grading function).
+"""The registry of standard kinds: a kind name -> (params model, grading function, needs).
 
 A kind is registered with the `standard_kind` decorator, Inspect-style:
 
@@ -8,13 +8,24 @@ A kind is registered with the `standard_kind` decorator, Inspect-style:
     @standard_kind("exact", ExactParams)
     def exact(ctx: GradingContext, params: ExactParams) -> StandardOutcome: ...
 
+    @standard_kind("llm_judge", LlmJudgeParams, needs_judge=True)
+    async def llm_judge(ctx: GradingContext, params: LlmJudgeParams) -> StandardOutcome: ...
+
+A kind declares what it needs, so the engine never names one: `needs_judge` (it calls the judge
+model: a test whose rubric has one must name a `judge:`), `blocking` (a sync kind that may hold
+its thread for a while, a regex or a python grader up to its time limit: graded on a worker
+thread, off the event loop). A kind may be `async def` (detected as Inspect AI detects async
+scorers, with `inspect.iscoroutinefunction`): it is awaited on the event loop, and awaits its
+judge there, with no thread hop.
+
 Rubric files name kinds by string, and each standard's `params` is validated against the kind's
 params model when the rubric is loaded, so a typo fails before any model is called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,7 +35,7 @@ from rubrics._context import GradingContext
 from rubrics._outcome import StandardOutcome
 
 P = TypeVar("P", bound=BaseModel)
-GradeFn = Callable[[GradingContext, Any], StandardOutcome]
+GradeFn = Callable[[GradingContext, Any], StandardOutcome | Awaitable[StandardOutcome]]
 F = TypeVar("F", bound=GradeFn)
 
 
@@ -36,12 +47,20 @@ class KindParams(BaseModel):
 
 @dataclass(frozen=True)
 class StandardKind:
-    """A registered kind: its name, params model, grading function and one-line description."""
+    """A registered kind: its name, params model, grading function, one-line description, and
+    what it needs (see the module docstring)."""
 
     name: str
     params: type[BaseModel]
     fn: GradeFn
     description: str
+    needs_judge: bool = False
+    blocking: bool = False
+
+    @property
+    def is_async(self) -> bool:
+        """Whether `fn` is a coroutine function (awaited on the event loop)."""
+        return inspect.iscoroutinefunction(self.fn)
 
 
 class UnknownKind(KeyError):
@@ -54,8 +73,12 @@ class UnknownKind(KeyError):
 _KINDS: dict[str, StandardKind] = {}
 
 
-def standard_kind(name: str, params: type[P]) -> Callable[[F], F]:
-    """Register a grading function `fn(ctx, params) -> StandardOutcome` under `name`.
+def standard_kind(
+    name: str, params: type[P], *, needs_judge: bool = False, blocking: bool = False
+) -> Callable[[F], F]:
+    """Register a grading function `fn(ctx, params) -> StandardOutcome` (or an `async def`
+    one) under `name`, with what it needs: `needs_judge` (it calls `ctx.ask_judge`),
+    `blocking` (sync, and may hold its thread for a while: run off the event loop).
 
     `params` must forbid extra fields (subclass `KindParams`), so misspelt params in a rubric
     are reported rather than silently ignored. The function is returned unchanged.
@@ -70,7 +93,11 @@ def standard_kind(name: str, params: type[P]) -> Callable[[F], F]:
                 f"standard kind {name!r} is already registered by {_qualname(existing.fn)}"
             )
         doc = (fn.__doc__ or "").strip().splitlines()
-        _KINDS[name] = StandardKind(name, params, fn, doc[0] if doc else "")
+        if blocking and inspect.iscoroutinefunction(fn):
+            raise TypeError(f"kind {name!r}: an async def kind cannot be blocking (it awaits)")
+        _KINDS[name] = StandardKind(
+            name, params, fn, doc[0] if doc else "", needs_judge=needs_judge, blocking=blocking
+        )
         return fn
 
     return register

@@ -178,9 +178,9 @@ def test_unknown_price_is_null_not_zero(glow_env: Path) -> None:
 
 
 def test_regrade_keeps_earlier_scores(glow_env: Path, simulator: Any) -> None:
+    from flows.regrade import regrade_test_sync as regrade_test
     from flows.run_test import run_test_sync as run_test
     from glow.store import Store
-    from tasks.grade import regrade_test
 
     result = run_test(path=str(write_test(glow_env)))
     store = Store.from_settings()

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import rubrics
+from glow.grading import grade_run
 from glow.models import Rubric, Scenario, StandardSpec
 from rubrics import GradingContext, grade
-from tasks.grade import grade_run
 
 CATASTROPHIC = r"(a|aa)+$"  # exponential backtracking, in `re` and in `regex` alike
 EVIL_OUTPUT = "a" * 60 + "!"

@@ -1,8 +1,10 @@
 """`llm_judge`: a judge model scores the answer against written criteria.
 
-The judge is reached only through `ctx.call_judge`, injected by the caller (which owns the judge
-model, its cost and its trace). The user message carries four sections, each opened by a marker
-on its own line, in this order, so that a simulated judge can parse them:
+The judge is reached only through `await ctx.ask_judge(...)`, over the transport the caller
+injected (it owns the judge model, its cost and its trace). The kind is `async def`, so in a
+cell it awaits the judge call on the event loop, with no worker thread. The user message
+carries four sections, each opened by a marker on its own line, in this order, so that a
+simulated judge can parse them:
 
     [CRITERIA]
     <criteria>
@@ -115,8 +117,8 @@ def _clamp(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-@standard_kind("llm_judge", LlmJudgeParams)
-def llm_judge(ctx: GradingContext, params: LlmJudgeParams) -> StandardOutcome:
+@standard_kind("llm_judge", LlmJudgeParams, needs_judge=True)
+async def llm_judge(ctx: GradingContext, params: LlmJudgeParams) -> StandardOutcome:
     """The judge's score divided by scale_max (clamped to 0..1), with its rationale."""
     if ctx.call_judge is None:
         raise JudgeUnavailable(
@@ -129,7 +131,7 @@ def llm_judge(ctx: GradingContext, params: LlmJudgeParams) -> StandardOutcome:
     messages = judge_messages(ctx, params)
     attempts = 1 + max(0, ctx.judge_retries)
     for _ in range(attempts):
-        reply = ctx.call_judge(messages) or ""
+        reply = await ctx.ask_judge(messages) or ""
         parsed = parse_judge_reply(reply, params.scale_max)
         if parsed is not None:
             score, rationale = parsed

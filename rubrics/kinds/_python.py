@@ -211,7 +211,7 @@ class _Pool:
 _POOL = _Pool(WORKERS)
 
 
-@standard_kind("python", PythonParams)
+@standard_kind("python", PythonParams, blocking=True)
 def python(ctx: GradingContext, params: PythonParams) -> StandardOutcome:
     """Whatever the named function returns, as a 0..1 score; it also sees a None output."""
     result = _POOL.call(

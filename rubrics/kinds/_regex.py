@@ -72,7 +72,7 @@ def _flags(names: list[str]) -> int:
     return reduce(lambda acc, name: acc | _FLAGS[name], names, 0)
 
 
-@standard_kind("regex", RegexParams)
+@standard_kind("regex", RegexParams, blocking=True)
 def regex(ctx: GradingContext, params: RegexParams) -> StandardOutcome:
     """1 when the pattern matches (and, with `match_reference`, captures a reference), else 0."""
     if ctx.output is None:
