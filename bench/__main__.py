@@ -1,4 +1,4 @@
-"""`python -m bench [--mode flow|agent|api|aggregate|soak|server|all] [--cells N] [--concurrency C] ...`
+"""`python -m bench [--mode flow|agent|api|aggregate|soak|server|all] [--cells N] ...`
 
 flow: Glow's run-test flow vs a bare litellm loop vs Inspect AI on N exact-answer cells.
 agent: the same with 3-turn calculator-agent cells (`--agent` is a shortcut for it).

@@ -578,8 +578,8 @@ def report(
 @app.command()
 def aggregate(test_id: Annotated[str, typer.Argument()]) -> None:
     """Rebuild a test's AggregatedResults and parquet files from the store."""
+    from glow.results.build import build_results
     from glow.store import Store
-    from tasks.aggregate import build_results
 
     try:
         built = build_results(Store.from_settings(), test_id)
@@ -602,8 +602,8 @@ def regrade(
     from rich.progress import Progress
 
     from glow.models import GRADING_ERRORS, Status
+    from glow.results.build import build_results
     from glow.store import Store
-    from tasks.aggregate import build_results
     from tasks.grade import regrade_test
 
     store = Store.from_settings()

@@ -173,7 +173,7 @@ class InvocationPages:
 @router.post("/invocation_trace", response_model=TraceEntry)
 def invocation_trace(body: InvocationTraceRequest, store: StoreDep) -> TraceEntry:
     """The trace entry binding an invocation to its bundle config and one recorded run."""
-    from tasks.run_invocation import context_for
+    from glow.context import context_for
 
     inv = store.get_invocation(body.target, runs=True, trace=True)
     if body.test_id is not None and body.test_id != inv.test_id:
@@ -231,15 +231,15 @@ def invocation_run(body: InvocationRef, store: StoreDep) -> InvocationRunStarted
     answer comes at once with its id; the flow carries it out in the background, then rebuilds
     the test's AggregatedResults. Earlier runs and their traces are kept.
     """
-    from flows.run_invocation import fresh_context, run_invocation_flow
+    from flows.single_invocation import run_invocation_flow
     from glow import cancel
     from glow.api.background import start_flow
-    from tasks.run_invocation import LEASE_S
+    from glow.context import fresh_context
 
     inv = store.get_invocation(body.invocation_id, runs=False)
     fresh_context(inv.test_id, store)  # a test whose files vanished fails here, not later
     run = store.start_run(
-        inv.invocation_id, allowed=RERUNNABLE, owner=cancel.OWNER, lease_s=LEASE_S
+        inv.invocation_id, allowed=RERUNNABLE, owner=cancel.OWNER, lease_s=cancel.LEASE_S
     )
 
     def give_up(exc: BaseException) -> None:
@@ -336,8 +336,8 @@ def invocation_complete(body: InvocationCompleteRequest, store: StoreDep) -> Inv
     AggregatedResults are rebuilt.
     """
     from glow import cancel
+    from glow.context import context_for
     from rubrics import GradingContext, GradingUnavailable, NotApplicable, grade
-    from tasks.run_invocation import context_for
 
     _utf8(body.output, "output")
     inv = store.get_invocation(body.invocation_id, runs=False)
@@ -402,7 +402,7 @@ def invocation_complete(body: InvocationCompleteRequest, store: StoreDep) -> Inv
 
 
 def _rebuild(store: Store, test_id: str) -> None:
-    from flows.run_invocation import rebuild_results
+    from glow.results.build import rebuild_results
 
     rebuild_results(store, test_id)
 
