@@ -118,9 +118,9 @@ _PAGES_ROUTE = ("POST", "/test/invocations")
 class InvocationPages:
     """ASGI fast path for `POST /test/invocations`, the API's hottest read.
 
-    A page costs ~1 ms of store work (on Glow's store threads, off the event loop); FastAPI's
-    request machinery around it (the middleware chain, routing, body parsing, dependency
-    solving) added ~0.4 ms more, a fifth of what 16 clients queue behind. Here a body that
+    FastAPI's request machinery (the middleware chain, routing, body parsing, dependency
+    solving) costs a sizeable fraction of a page's own store work (bench/PROFILE.md), and
+    every client queues behind it. Here a body that
     validates is answered by `_invocation_page` directly. Anything else (another method, a body
     the schema refuses, an unknown test or bad page token, any error at all) goes on to the
     FastAPI app with the body replayed: the route there answers it, so errors, their shapes
