@@ -130,7 +130,7 @@ def fresh_context(test_id: str, store: Store, rebuild: bool = False) -> TestCont
     """The test's context without a publisher left behind by an earlier flow on another loop.
 
     A `run-test` flow registers a context whose artifact publisher belongs to its event loop;
-    cells started here must publish (and flush) on their own. `rebuild` resolves the test again
+    cells the API starts (`run-invocation-flow`) must publish (and flush) on their own. `rebuild` resolves the test again
     from its record (a test on the bundled simulator must use the simulator running now).
     """
     if rebuild:
