@@ -130,8 +130,9 @@ def fresh_context(test_id: str, store: Store, rebuild: bool = False) -> TestCont
     """The test's context without a publisher left behind by an earlier flow on another loop.
 
     A `run-test` flow registers a context whose artifact publisher belongs to its event loop;
-    cells the API starts (`run-invocation-flow`) must publish (and flush) on their own. `rebuild` resolves the test again
-    from its record (a test on the bundled simulator must use the simulator running now).
+    cells the API starts (`run-invocation-flow`) must publish (and flush) on their own.
+    `rebuild` resolves the test again from its record (a test on the bundled simulator must use
+    the simulator running now).
     """
     if rebuild:
         ctx = TestContext(test_id, resolve_record(store.get_test(test_id)), store)
