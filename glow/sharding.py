@@ -42,7 +42,7 @@ def abandoned_cells(store: Store, test_id: str) -> list[str]:
 
     from glow.models import Status, utcnow
     from glow.store import tables as t
-    from glow.store.store import owner_is_dead
+    from glow.store.owner import owner_is_dead
 
     inv = t.invocations.c
     query = select(inv.invocation_id, inv.lease_owner, inv.lease_expires_at).where(
