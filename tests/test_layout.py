@@ -213,6 +213,42 @@ def test_no_import_cycle() -> None:
     assert _cycle(graph) is None
 
 
+def _defined(module: str) -> set[str] | None:
+    """The names a module defines or imports at its top level (None: it star-imports)."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node, _ in _walk(tree, False):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def test_imported_names_exist() -> None:
+    """`from glow.x import name` names something glow.x has: a stale lazy import (a name that
+    moved to another module) fails only when its function runs, so it is caught here."""
+    missing = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level or node.module not in MODULES:
+                continue
+            defined = _defined(node.module)
+            for alias in node.names:
+                name = alias.name
+                if defined is None or name in defined or f"{node.module}.{name}" in MODULES:
+                    continue
+                missing.append(f"{module}:{node.lineno} from {node.module} import {name}")
+    assert missing == []
+
+
 def test_the_cycle_check_can_fail() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
