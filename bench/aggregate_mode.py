@@ -1,7 +1,7 @@
 """Mode `aggregate`: AggregatedResults of a million invocations into parquet, < 15 s, < 2 GB.
 
 The store is seeded (not timed) with `--rows` invocations and one generation each; a child then
-runs `tasks.aggregate.build_results` on it, measured by wall time and peak RSS.
+runs `glow.results.build.build_results` on it, measured by wall time and peak RSS.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     t0 = time.perf_counter()
+    from glow.results.build import build_results
     from glow.store import Store
-    from tasks.aggregate import build_results
 
     store = Store.from_settings()
     imported = time.perf_counter() - t0

@@ -19,13 +19,13 @@ from contextvars import ContextVar
 from prefect import flow
 
 from glow import eventloop
+from glow.context import context_for
 from glow.grading import regrade_targets
 from glow.store import Store
 from glow.threads import STORE, run_in
 from rubrics import load_rubric, require_judge
 from tasks.aggregate import aggregate
 from tasks.grade import grade_invocation
-from tasks.run_invocation import context_for
 
 Progress = Callable[[int, int], None]
 """Called with (graded so far, to grade) after each invocation."""

@@ -19,11 +19,11 @@ from prefect.states import Cancelled
 
 from glow import bundled_simulator
 from glow.artifacts import ArtifactPublisher
+from glow.context import TestContext, register_context, resolve_record
 from glow.errors import NotFound
 from glow.models import FINAL_STATUSES, Cell, slugify
 from glow.sharding import shard_of
 from glow.store import Store
-from tasks.run_invocation import TestContext, register_context, resolve_record
 
 
 def _run_name() -> str:

@@ -39,17 +39,19 @@ from pydantic import Field
 from glow import bundled_simulator, eventloop, progress
 from glow.artifacts import ArtifactPublisher
 from glow.budget import Budget
+from glow.context import TestContext, register_context
 from glow.errors import SpecError
 from glow.limits import ensure_provider_limits
 from glow.models import FINAL_STATUSES, Cell, Status, TestSpec, slugify, utcnow
 from glow.planning import create_or_resume
+from glow.results.build import build_results
 from glow.settings import get_settings
 from glow.sharding import SHARD_DEPLOYMENT, abandoned_cells, require_shared_store, shard_of
 from glow.spec import load_test, preflight, resolve_test
 from glow.store import Store
 from glow.store.store import LeaseHeld
-from tasks.aggregate import aggregate, build_results
-from tasks.run_invocation import TestContext, register_context, run_invocation
+from tasks.aggregate import aggregate
+from tasks.run_invocation import run_invocation
 
 PROGRESS_EVERY_S = 2.0
 STATE_POLL_S = 1.0

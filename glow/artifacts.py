@@ -1,12 +1,12 @@
 """Publishing Prefect artifacts off the hot path.
 
-A trace artifact is one API call the Prefect server takes ~10 ms to store (measured here at about
-90-110 per second, SQLite or PostgreSQL backed). Awaiting it inside each cell would hold the
-cell's concurrency slot for that long; instead cells hand their artifact to this publisher, which
+A trace artifact is one API call the Prefect server is slow to store, next to a cell's own work
+(bench/PROFILE.md). Awaiting it inside each cell would hold the cell's concurrency slot for that
+long; instead cells hand their artifact to this publisher, which
 posts them in the background with a few connections, linked to the cell's task run, and the flow
 waits for the backlog (`flush`) before it ends, so none is lost. The posts are plain httpx with
-a ready JSON body: Prefect's client spends ~5 ms of CPU per artifact building and validating
-models, more than the rest of a cell's own work.
+a ready JSON body: Prefect's client spends more CPU per artifact building and validating models
+than the rest of a cell's own work.
 """
 
 from __future__ import annotations

@@ -71,8 +71,9 @@ def read_body(raw: str) -> Any:
 def call(op: str, body: Any, *, url: str | None = None, timeout: float = 60.0) -> Any:
     """POST the body to /test/<op>; exit with the server's message on an error.
 
-    urllib, not httpx: importing httpx took ~180 ms of a command's ~400 (urllib ~45 ms), and
-    one POST needs nothing more. It honours the proxy variables (and NO_PROXY) as httpx did.
+    urllib, not httpx: one POST needs nothing more, and importing httpx would weigh on every
+    `glow tests` command's start-up (figures in bench/PROFILE.md). It honours the proxy
+    variables (and NO_PROXY) as httpx did.
     """
     import http.client
     import urllib.error

@@ -1,17 +1,17 @@
 """How Glow's own entry points run a test's coroutines: on uvloop, with the GC tuned for it.
 
-A test's cells all share one asyncio loop (`flows.run_test`), and on two cores the loop's own
-machinery (callbacks, selector, futures) was about a sixth of the flow process's CPU in bench/
-(PROFILE.md). uvloop runs that machinery in C: a 1,000-cell test took ~8% less wall time. It is
-what `glow serve` already runs on (uvicorn picks it). Windows has no uvloop: asyncio's loop there.
+A test's cells all share one asyncio loop (`flows.run_test`), and the loop's own machinery
+(callbacks, selector, futures) is a visible share of the flow process's CPU (bench/PROFILE.md).
+uvloop runs that machinery in C. It is what `glow serve` already runs on (uvicorn picks it).
+Windows has no uvloop: asyncio's loop there.
 
 The garbage collector: by the time a test starts, the imports (Prefect, litellm, pydantic
-models) have left ~500,000 objects that live as long as the process, and each full collection
-walked all of them again (~0.4 s each, four in a 1,000-cell test), while the default young
-generation threshold (700 allocations) ran ~650 small collections. Freezing what exists at the
-start and collecting the young generation every 10,000 allocations took the flow process's GC
-time from ~3.1 to ~0.9 s and its CPU ~15% lower in bench/ (PROFILE.md). Both are undone when the
-run ends, so a caller that runs several tests (the test suite) collects as before in between.
+models) have left hundreds of thousands of objects that live as long as the process, and each
+full collection would walk all of them again, while the default young generation threshold (700
+allocations) runs many small collections. So what exists at the start is frozen and the young
+generation is collected every 10,000 allocations (figures in bench/PROFILE.md). Both are undone
+when the run ends, so a caller that runs several tests (the test suite) collects as before in
+between.
 
 Only the loops Glow creates use this (`glow run`, `glow regrade`, the bench); no global policy
 is set, so a library or test that makes its own loop gets asyncio's as usual. A deployment run's

@@ -211,8 +211,8 @@ def prepare_pricing(lib: Any, model: str) -> bool:
     """Make litellm's per-call cost lookup cheap for `model`; return whether its map prices it.
 
     litellm prices every response, twice, and for a model missing from its map each lookup
-    fails through a chain of exceptions: ~2.5 ms of CPU per call (bench/PROFILE.md), a third of
-    litellm's own overhead. Registering a missing model once, at zero and marked UNPRICED,
+    fails through a chain of exceptions, a large share of litellm's own overhead per call
+    (bench/PROFILE.md). Registering a missing model once, at zero and marked UNPRICED,
     makes the lookup a dict hit. Glow never reads that zero: its cost comes from the spec's
     `prices`, or stays None.
     """

@@ -46,7 +46,8 @@ def grading_failed(store: Store, test_id: str) -> set[str]:
     """Ids of the test's invocations that failed in grading (`glow.models.GRADING_ERRORS`).
 
     A resume runs every cell that is not completed; these are graded again from their recorded
-    output (`execute_invocation`'s grade-only path) instead of calling the model under test.
+    output (`glow.execution.execute_cell`'s grade-only path) instead of calling the model under
+    test.
     """
     failed = store.list_invocations(test_id, status=Status.failed)
     return {i.invocation_id for i in failed if i.error_type in GRADING_ERRORS}

@@ -21,14 +21,13 @@ import httpx
 from glow.lifeline import lifeline_popen_kwargs, stop_group
 
 # Prefect records each task-run event with an insert of its own by default (batch size 1): on
-# two cores its server then falls tens of seconds behind a 1,000-cell test and costs more CPU
-# than the test itself. Batching the recorder cut the server's CPU per cell by more than half in
-# bench/ (PROFILE.md); the UI lags by at most the flush interval.
+# a small machine its server then falls behind a large test and costs more CPU than the test
+# itself. Batching the recorder makes it keep up (bench/PROFILE.md); the UI lags by at most the
+# flush interval.
 # The event persister (the UI's event feed) and triggers (automations) are off: each consumer of
-# Prefect's in-memory message bus holds at most 10,000 events and drops the rest for good. On two
-# cores the persister falls that far behind after a few thousand cells, and the load it adds
-# made the task-run recorder fall behind too: a 10,000-cell run lost ~1,000 task runs from the
-# UI (PROFILE.md). Without them the server keeps up and spends ~20% less CPU. This server lives
+# Prefect's in-memory message bus holds at most 10,000 events and drops the rest for good. The
+# persister falls that far behind on a large test, and the load it adds made the task-run
+# recorder fall behind too, so task runs went missing from the UI (PROFILE.md). This server lives
 # only while `glow run` or `glow serve` does, so there are no automations to miss. The user's
 # environment wins; README gives the settings for a `prefect server start` of your own.
 SERVER_SETTINGS = {
@@ -158,8 +157,8 @@ def wait_for_task_runs(
 ) -> int:
     """Wait until the server has recorded `expected` task runs of the flow run; return the count.
 
-    Prefect records task runs from their state events in the background, behind a busy flow
-    (roughly 20-60 task runs/s on two cores). An embedded server stopped before it caught up
+    Prefect records task runs from their state events in the background, behind a busy flow.
+    An embedded server stopped before it caught up
     would leave the cells missing from the UI for good, so `glow run` waits here first. A count
     that has not moved for `stalled_s` will not move again (the server dropped those events),
     so the wait ends there rather than at `timeout_s`.

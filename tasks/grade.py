@@ -13,16 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from glow.artifacts import ArtifactPublisher
-
-# GRADED_AGAIN, GradingFailed, grade_run, model_events: transitional re-exports for
-# tasks/run_invocation.py's import; their home is glow.grading. Drop them once it imports there.
-from glow.grading import (  # noqa: F401
-    GRADED_AGAIN,
-    GradingFailed,
-    grade_run,
-    model_events,
-    regrade_invocation,
-)
+from glow.grading import regrade_invocation
 from glow.llm import CallOptions
 from glow.models import Invocation, ModelSpec, Rubric, Scenario
 from glow.store import Store
@@ -64,11 +55,3 @@ async def grade_invocation(
         )
         await publisher.flush()
     return status.value
-
-
-def regrade_test(*args: object, **kwargs: object) -> int:
-    """Transitional: the CLI's old import path (glow/cli.py); call
-    `flows.regrade.regrade_test_sync` instead. Remove once the CLI imports it from there."""
-    from flows.regrade import regrade_test_sync
-
-    return regrade_test_sync(*args, **kwargs)  # type: ignore[arg-type]

@@ -38,8 +38,8 @@ def _answers(url: str) -> bool:
 def test_run_test_and_invocation_flow_start_the_simulator_themselves(
     glow_env: Path, store: Any, no_simulator_env: None
 ) -> None:
-    from flows.run_invocation import run_invocation_flow
     from flows.run_test import run_test_sync
+    from flows.single_invocation import run_invocation_flow
     from glow import bundled_simulator, cancel, eventloop
     from glow.store import RERUNNABLE
 

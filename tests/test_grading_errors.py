@@ -262,11 +262,11 @@ def test_totals_and_the_budget_on_resume_count_every_generation_paid_for(
     glow_env: Path, simulator: Any
 ) -> None:
     from flows.run_test import run_test_sync as run_test
+    from glow.context import TestContext
     from glow.models import Generation
+    from glow.results.build import build_results
     from glow.spec import load_test
     from glow.store import Store
-    from tasks.aggregate import build_results
-    from tasks.run_invocation import TestContext
 
     spec = yaml.safe_load((ROOT / "data/tests/quickstart.yaml").read_text())
     strong = next(m for m in spec["models"] if m["name"] == MODEL)

@@ -26,8 +26,8 @@ from glow.models import (
     TestSpec,
 )
 from glow.results import generations_table, invocations_table, invocations_table_from_columns
+from glow.results.build import build_results
 from glow.store import Store
-from tasks.aggregate import build_results
 
 STANDARDS = ["exact", "judge"]
 T0 = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)

@@ -260,7 +260,7 @@ def test_bad_line_in_the_simulators_scenarios_is_exit_2(
     monkeypatch.delenv("GLOW_SIMULATOR_URL")  # the CLI then starts (and sets) its own
     # Should anything start after all, it fails fast at this closed port instead of running.
     monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{closed}/api")
-    monkeypatch.setattr("glow.cli._check_prefect_api", lambda: None, raising=False)
+    monkeypatch.setattr("glow.cli.local._check_prefect_api", lambda: None, raising=False)
     path = _write_test(tmp_path)
     result = CliRunner().invoke(app, ["run", str(path)])
     output = result.output

@@ -155,7 +155,7 @@ def test_a_discarded_late_run_keeps_its_generations(any_store: Store) -> None:  
 
 def test_the_test_cache_sees_a_model_added_by_another_process(any_store: Store) -> None:  # noqa: F811
     from glow.api.cells import create_cell
-    from tasks.run_invocation import context_for
+    from glow.context import context_for
 
     test_id = _promotable_test(any_store)
     assert set(context_for(test_id, any_store).models) == {"m0"}  # cached in this process
@@ -176,7 +176,7 @@ def test_the_test_cache_sees_a_model_added_by_another_process(any_store: Store) 
 
 
 def test_an_unchanged_test_keeps_its_cached_context(any_store: Store) -> None:  # noqa: F811
-    from tasks.run_invocation import context_for
+    from glow.context import context_for
 
     test_id = _promotable_test(any_store)
     first = context_for(test_id, any_store)

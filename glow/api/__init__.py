@@ -57,7 +57,7 @@ def create_app(
                 if embedded:
                     log.info("starting an embedded Prefect server (~15 s; log: %s)", log_path)
                 app.state.prefect_url = stack.enter_context(embedded_prefect(log_path))
-                import flows.run_invocation  # noqa: F401 - warm: the first run answers fast
+                import flows.single_invocation  # noqa: F401 - warm: the first run answers fast
 
                 log.info("Prefect API: %s", app.state.prefect_url)
             yield

@@ -21,7 +21,7 @@ Named = TypeVar("Named", ModelSpec, AgentSpec)
 
 
 def _context(store: Store, test_id: str) -> LoadedTest:
-    from tasks.run_invocation import context_for
+    from glow.context import context_for
 
     return context_for(test_id, store).loaded
 
@@ -128,8 +128,8 @@ _PROMOTE_ROUNDS = 50
 
 
 def _promote(store: Store, draft: Draft) -> Invocation:
+    from glow.context import TestContext, context_for, register_context
     from glow.spec import resolve_test
-    from tasks.run_invocation import TestContext, context_for, register_context
 
     record = store.get_test(draft.test_id)
     loaded = context_for(draft.test_id, store, record=record).loaded

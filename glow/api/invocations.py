@@ -118,9 +118,9 @@ _PAGES_ROUTE = ("POST", "/test/invocations")
 class InvocationPages:
     """ASGI fast path for `POST /test/invocations`, the API's hottest read.
 
-    A page costs ~1 ms of store work (on Glow's store threads, off the event loop); FastAPI's
-    request machinery around it (the middleware chain, routing, body parsing, dependency
-    solving) added ~0.4 ms more, a fifth of what 16 clients queue behind. Here a body that
+    FastAPI's request machinery (the middleware chain, routing, body parsing, dependency
+    solving) costs a sizeable fraction of a page's own store work (bench/PROFILE.md), and
+    every client queues behind it. Here a body that
     validates is answered by `_invocation_page` directly. Anything else (another method, a body
     the schema refuses, an unknown test or bad page token, any error at all) goes on to the
     FastAPI app with the body replayed: the route there answers it, so errors, their shapes
@@ -173,7 +173,7 @@ class InvocationPages:
 @router.post("/invocation_trace", response_model=TraceEntry)
 def invocation_trace(body: InvocationTraceRequest, store: StoreDep) -> TraceEntry:
     """The trace entry binding an invocation to its bundle config and one recorded run."""
-    from tasks.run_invocation import context_for
+    from glow.context import context_for
 
     inv = store.get_invocation(body.target, runs=True, trace=True)
     if body.test_id is not None and body.test_id != inv.test_id:
@@ -231,15 +231,15 @@ def invocation_run(body: InvocationRef, store: StoreDep) -> InvocationRunStarted
     answer comes at once with its id; the flow carries it out in the background, then rebuilds
     the test's AggregatedResults. Earlier runs and their traces are kept.
     """
-    from flows.run_invocation import fresh_context, run_invocation_flow
+    from flows.single_invocation import run_invocation_flow
     from glow import cancel
     from glow.api.background import start_flow
-    from tasks.run_invocation import LEASE_S
+    from glow.context import fresh_context
 
     inv = store.get_invocation(body.invocation_id, runs=False)
     fresh_context(inv.test_id, store)  # a test whose files vanished fails here, not later
     run = store.start_run(
-        inv.invocation_id, allowed=RERUNNABLE, owner=cancel.OWNER, lease_s=LEASE_S
+        inv.invocation_id, allowed=RERUNNABLE, owner=cancel.OWNER, lease_s=cancel.LEASE_S
     )
 
     def give_up(exc: BaseException) -> None:
@@ -336,8 +336,8 @@ def invocation_complete(body: InvocationCompleteRequest, store: StoreDep) -> Inv
     AggregatedResults are rebuilt.
     """
     from glow import cancel
+    from glow.context import context_for
     from rubrics import GradingContext, GradingUnavailable, NotApplicable, grade
-    from tasks.run_invocation import context_for
 
     _utf8(body.output, "output")
     inv = store.get_invocation(body.invocation_id, runs=False)
@@ -402,7 +402,7 @@ def invocation_complete(body: InvocationCompleteRequest, store: StoreDep) -> Inv
 
 
 def _rebuild(store: Store, test_id: str) -> None:
-    from flows.run_invocation import rebuild_results
+    from glow.results.build import rebuild_results
 
     rebuild_results(store, test_id)
 

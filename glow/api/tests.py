@@ -123,8 +123,7 @@ def results(body: ResultsRequest, store: StoreDep) -> ResultsResponse:
     """A test's AggregatedResults rows from its parquet file (built first if missing)."""
     import pyarrow.parquet as pq
 
-    from flows.run_invocation import rebuild_results
-    from tasks.aggregate import results_dir
+    from glow.results.build import rebuild_results, results_dir
 
     store.get_test(body.test_id)
     folder = results_dir(body.test_id)

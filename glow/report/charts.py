@@ -5,8 +5,8 @@ SVG `id` (matplotlib's `gid`) named `<chart>-<kind>-<i>`, so the browser tests c
 was drawn rather than trust the data that went in. SVG text stays text (`svg.fonttype: none`):
 the page is smaller and the browser's own fonts draw it; nothing is fetched.
 
-matplotlib is imported inside `charts_module()` only, on the first chart drawn: it costs
-~0.5 s, which commands that never draw must not pay.
+matplotlib is imported inside `charts_module()` only, on the first chart drawn: its import is
+slow, and commands that never draw must not pay for it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ id, or 409, at once) and passes its id here.
 from __future__ import annotations
 
 import asyncio
-import threading
 from contextlib import ExitStack
 from typing import Any
 
@@ -18,45 +17,12 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from glow import bundled_simulator
+from glow.context import fresh_context
 from glow.models import Cell, Status, slugify
+from glow.results.build import rebuild_results
 from glow.store import Store
-from tasks.aggregate import build_results, publish
-from tasks.run_invocation import (
-    TestContext,
-    context_for,
-    register_context,
-    resolve_record,
-    run_invocation,
-)
-
-_rebuild_locks: dict[str, threading.Lock] = {}
-_rebuild_guard = threading.Lock()
-
-
-def rebuild_results(store: Store, test_id: str) -> Any:
-    """Rebuild a test's AggregatedResults; one rebuild per test at a time in this process."""
-    with _rebuild_guard:
-        lock = _rebuild_locks.setdefault(test_id, threading.Lock())
-    with lock:
-        return build_results(store, test_id)
-
-
-def fresh_context(test_id: str, store: Store, rebuild: bool = False) -> TestContext:
-    """The test's context without a publisher left behind by an earlier flow on another loop.
-
-    A `run-test` flow registers a context whose artifact publisher belongs to its event loop;
-    cells started here must publish (and flush) on their own. `rebuild` resolves the test again
-    from its record (a test on the bundled simulator must use the simulator running now).
-    """
-    if rebuild:
-        ctx = TestContext(test_id, resolve_record(store.get_test(test_id)), store)
-        register_context(ctx)
-        return ctx
-    ctx = context_for(test_id, store)
-    if ctx.publisher is not None:
-        ctx = TestContext(test_id, ctx.loaded, ctx.store, revision=ctx.revision)
-        register_context(ctx)
-    return ctx
+from tasks.aggregate import publish
+from tasks.run_invocation import run_invocation
 
 
 def _run_name() -> str:

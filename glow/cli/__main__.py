@@ -1,0 +1,5 @@
+"""`python -m glow.cli`: the `glow` command."""
+
+from glow.cli import main
+
+main()
