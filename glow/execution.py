@@ -68,17 +68,8 @@ async def agent_loop(
         reply = await acall_model(model, messages, tools=schemas, options=options)
         run.trace.extend(reply.events)
         generations.append(
-            Generation(
-                test_id=test_id,
-                invocation_id=run.invocation_id,
-                run_id=run.run_id,
-                model=model.name,
-                litellm_model=model.model,
-                provider=model.provider,
-                input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens,
-                cost_usd=reply.cost_usd,
-                latency_s=reply.latency_s,
+            reply.generation(
+                model, test_id=test_id, invocation_id=run.invocation_id, run_id=run.run_id
             )
         )
         answer = reply.text

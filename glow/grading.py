@@ -150,19 +150,13 @@ async def grade_run(
             event.kind = "grading"
             event.name = f"{standard}: {judge.name}" if standard else judge.name
         events.extend(reply.events)
-        generation = Generation(
+        generation = reply.generation(
+            judge,
             test_id=test_id,
             invocation_id=invocation_id,
             run_id=run_id,
             role="judge",
-            model=judge.name,
-            litellm_model=judge.model,
-            provider=judge.provider,
             standard=standard,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            cost_usd=reply.cost_usd,
-            latency_s=reply.latency_s,
         )
         generations.append(generation)
         if paid is not None:

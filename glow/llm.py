@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from glow.budget import Budget
-from glow.models import ModelSpec, TraceEvent
+from glow.models import Generation, ModelSpec, TraceEvent
 from glow.secrets import install_log_redaction, redact
 
 # litellm fetches its price map and tokenizers from the internet at import unless told not to.
@@ -79,6 +79,33 @@ class ModelReply:
     @property
     def tool_calls(self) -> list[dict[str, Any]]:
         return self.message.get("tool_calls") or []
+
+    def generation(
+        self,
+        model: ModelSpec,
+        *,
+        test_id: str,
+        invocation_id: str,
+        run_id: str,
+        role: Literal["model", "judge"] = "model",
+        standard: str | None = None,
+    ) -> Generation:
+        """This call as the ledger's `Generation` row (the model's or a judge's): the one place
+        a reply becomes the row that carries tokens and cost."""
+        return Generation(
+            test_id=test_id,
+            invocation_id=invocation_id,
+            run_id=run_id,
+            role=role,
+            model=model.name,
+            litellm_model=model.model,
+            provider=model.provider,
+            standard=standard,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            latency_s=self.latency_s,
+        )
 
 
 @dataclass
