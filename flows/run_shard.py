@@ -41,8 +41,11 @@ def shard_cells(store: Store, test_id: str, shard: int, shards: int) -> list[Cel
 
 
 @flow(name="run-shard", flow_run_name=_run_name, log_prints=True)
-async def run_shard(test_id: str, shard: int, shards: int) -> Any:
-    """Run this shard's cells of test `test_id` (created by its parent `run-test` flow run)."""
+async def run_shard(
+    test_id: str, shard: int, shards: int, parent_flow_run_id: str | None = None
+) -> Any:
+    """Run this shard's cells of test `test_id` (created by its parent `run-test` flow run,
+    `parent_flow_run_id`: cancelling the parent cancels this shard)."""
     from flows.run_test import _Cancelled, _run_cells
 
     if not 0 <= shard < shards:
@@ -69,7 +72,9 @@ async def run_shard(test_id: str, shard: int, shards: int) -> Any:
             statuses[status] = statuses.get(status, 0) + 1
 
         try:
-            await _run_cells(cells, loaded.spec.concurrency, on_done, context.budget)
+            await _run_cells(
+                cells, loaded.spec.concurrency, on_done, context.budget, parent_flow_run_id
+            )
         except _Cancelled:
             await publisher.flush()
             return Cancelled(message=f"shard {shard} of test {test_id} cancelled")

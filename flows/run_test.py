@@ -115,25 +115,35 @@ class _Cancelled(Exception):
     """The flow run was cancelled from Prefect (UI or API)."""
 
 
-async def _watch_state(flow_run_id: str | None, workers: list[asyncio.Task[None]]) -> None:
-    """Poll this flow run's state; on Cancelling, cancel the workers (and their calls)."""
-    if flow_run_id is None:
+async def _watch_state(
+    flow_run_id: str | None, workers: list[asyncio.Task[None]], parent_id: str | None = None
+) -> None:
+    """Poll this flow run's state, and a shard's parent's; on Cancelling, cancel the workers (and
+    their calls). A shard watches its parent too: the parent's own cancelling of its shards runs
+    in a process its worker is killing, so it may never happen."""
+    watched = [run_id for run_id in (flow_run_id, parent_id) if run_id]
+    if not watched:
         return
     async with get_client() as client:
         while True:
             await asyncio.sleep(STATE_POLL_S)
-            try:
-                state = (await client.read_flow_run(flow_run_id)).state
-            except Exception:  # noqa: BLE001, S112 - the server may blink; keep watching
-                continue
-            if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                for worker in workers:
-                    worker.cancel()
-                return
+            for run_id in watched:
+                try:
+                    state = (await client.read_flow_run(run_id)).state
+                except Exception:  # noqa: BLE001, S112 - the server may blink; keep watching
+                    continue
+                if state is not None and (state.is_cancelling() or state.is_cancelled()):
+                    for worker in workers:
+                        worker.cancel()
+                    return
 
 
 async def _run_cells(
-    todo: list[Cell], concurrency: int, on_done: Any, budget: Budget | None = None
+    todo: list[Cell],
+    concurrency: int,
+    on_done: Any,
+    budget: Budget | None = None,
+    parent_id: str | None = None,
 ) -> None:
     queue: asyncio.Queue[Cell] = asyncio.Queue()
     for cell in todo:
@@ -173,7 +183,7 @@ async def _run_cells(
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(todo)) or 1)]
     flow_ctx = FlowRunContext.get()
     flow_run_id = str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None
-    watcher = asyncio.create_task(_watch_state(flow_run_id, workers))
+    watcher = asyncio.create_task(_watch_state(flow_run_id, workers, parent_id))
     try:
         results = await asyncio.gather(*workers, return_exceptions=True)
     finally:
@@ -316,7 +326,12 @@ async def _run_shards(
         runs = [
             await arun_deployment(
                 SHARD_DEPLOYMENT,
-                parameters={"test_id": test_id, "shard": i, "shards": shards},
+                parameters={
+                    "test_id": test_id,
+                    "shard": i,
+                    "shards": shards,
+                    "parent_flow_run_id": flow_run_id,
+                },
                 timeout=0,
                 tags=tags,
             )
