@@ -34,15 +34,18 @@ def _reserve_simulator(path: Path) -> int | None:
     ${GLOW_SIMULATOR_URL}. The address is fixed here, before anything starts, so that the test
     file can be loaded and checked first: bad input is reported (exit 2) before any process runs.
     """
-    if "GLOW_SIMULATOR_URL" in os.environ or not path.is_file():
+    from glow import bundled_simulator as bundled
+
+    if bundled.URL_VAR in os.environ or not path.is_file():
         return None
-    if "${GLOW_SIMULATOR_URL" not in path.read_text(encoding="utf-8", errors="replace"):
+    if not bundled.needs_simulator(path.read_text(encoding="utf-8", errors="replace")):
         return None
     from glow.prefect_server import free_port
 
     port = free_port()
-    os.environ["GLOW_SIMULATOR_URL"] = f"http://127.0.0.1:{port}/v1"
-    os.environ.setdefault("GLOW_SIM_API_KEY", "sim-local-key")
+    # The flow's `bundled_simulator.simulator_for` then finds this address set and shares it.
+    os.environ[bundled.URL_VAR] = f"http://127.0.0.1:{port}/v1"
+    os.environ.setdefault(bundled.KEY_VAR, bundled.LOCAL_KEY)
     return port
 
 
