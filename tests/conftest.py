@@ -83,3 +83,12 @@ def wait_for(predicate: Any, timeout: float, what: str) -> Any:
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def process_alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is gone for our purpose); Linux /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

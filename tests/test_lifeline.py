@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for
+from conftest import ROOT, process_alive, wait_for
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and /proc")
 
@@ -40,14 +40,6 @@ time.sleep(300)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_sigkill_of_the_parent_ends_child_and_grandchild(tmp_path: Path) -> None:
     (tmp_path / "lifeline_child.py").write_text(textwrap.dedent(CHILD))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
@@ -62,16 +54,16 @@ def test_sigkill_of_the_parent_ends_child_and_grandchild(tmp_path: Path) -> None
     try:
         line = parent.stdout.readline()  # type: ignore[union-attr]
         pids = [int(p) for p in line.split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids), line
+        assert len(pids) == 2 and all(process_alive(p) for p in pids), line
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        wait_for(lambda: not any(_alive(p) for p in pids), 15, "child and grandchild to end")
+        wait_for(lambda: not any(process_alive(p) for p in pids), 15, "child and grandchild to end")
     finally:
         if parent.poll() is None:
             os.kill(parent.pid, signal.SIGKILL)
             parent.wait(timeout=10)
         for pid in pids:  # only what this test started
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -93,7 +85,7 @@ def test_stop_group_ends_the_grandchild_too(tmp_path: Path) -> None:
         started = time.monotonic()
         stop_group(child, timeout=5)
         assert time.monotonic() - started < 10
-        wait_for(lambda: not _alive(grandchild), 10, "the grandchild to end")
+        wait_for(lambda: not process_alive(grandchild), 10, "the grandchild to end")
     finally:
-        if _alive(grandchild):
+        if process_alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)

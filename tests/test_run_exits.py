@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import FAKE_KEY, ROOT, wait_for
+from conftest import FAKE_KEY, ROOT, process_alive, wait_for
 
 CATEGORIES = ("exact", "multiple_choice", "free_text", "tool_use")
 
@@ -95,15 +95,6 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its reaper is gone for our purpose)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -157,12 +148,12 @@ def test_kill_9_of_glow_run_leaves_no_server_behind(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
         def all_gone() -> bool:
-            return not any(_alive(pid) for pid in tree)
+            return not any(process_alive(pid) for pid in tree)
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all_gone():
             time.sleep(0.2)
-        survivors = {pid: _cmdline(pid) for pid in tree if _alive(pid)}
+        survivors = {pid: _cmdline(pid) for pid in tree if process_alive(pid)}
         assert not survivors, f"left behind after kill -9: {survivors}"
         assert not [p for p in ports if p and _accepts(p)], "a server port still answers"
     finally:
@@ -170,7 +161,7 @@ def test_kill_9_of_glow_run_leaves_no_server_behind(tmp_path: Path) -> None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         for pid in tree:  # only what this test started
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         print(log.read_text(errors="replace")[-3000:])
 
